@@ -1,0 +1,89 @@
+"""Reading and writing flat state dicts: .pth/.pt/.bin (torch.load with weights_only=True) and
+.safetensors, with errors that name the file and say what to do."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from torch import Tensor
+
+from .errors import WeightsError
+
+SAFETENSORS_EXT = {".safetensors", ".sft"}
+TORCH_EXT = {".pth", ".pt", ".bin", ".ckpt"}
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict]:
+    """Load a checkpoint file as (object, metadata). The object is whatever the file holds (a flat
+    state dict, or a dict wrapping one); metadata is the safetensors header metadata ({} for .pth).
+    Never unpickles arbitrary objects (weights_only=True)."""
+    p = Path(path)
+    if not p.is_file():
+        raise WeightsError(f"weight file not found: {p}")
+    if p.stat().st_size == 0:
+        raise WeightsError(f"weight file {p} is empty (0 bytes): the download was probably "
+                           "interrupted; delete it and download it again")
+    ext = p.suffix.lower()
+    if ext in SAFETENSORS_EXT:
+        from safetensors import safe_open
+        try:
+            with safe_open(str(p), framework="pt") as f:
+                meta = dict(f.metadata() or {})
+                return {k: f.get_tensor(k) for k in f.keys()}, meta
+        except Exception as e:  # safetensors raises its own SafetensorError/OSError types
+            raise WeightsError(f"{p} is not a readable safetensors file ({e}); it may be truncated "
+                               "or corrupt: download it again") from None
+    try:
+        obj = torch.load(str(p), map_location="cpu", weights_only=True, mmap=_can_mmap(p))
+    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError,
+            OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        hint = ("it may be truncated or corrupt (download it again)"
+                if ext in TORCH_EXT else f"'{ext}' is not a weight-file extension this pack reads "
+                "(.pth, .pt, .bin, .ckpt, .safetensors)")
+        raise WeightsError(f"cannot read {p} as a PyTorch checkpoint: {first}; {hint}") from None
+    return obj, {}
+
+
+def _can_mmap(p: Path) -> bool:
+    # mmap avoids a second in-RAM copy of multi-GB files; only zip-format checkpoints support it.
+    return zipfile.is_zipfile(p)
+
+
+def read_state_dict(path: str | os.PathLike, *, unwrap: tuple[str, ...] = ()) -> dict[str, Tensor]:
+    """A flat ``{name: Tensor}`` from a checkpoint. ``unwrap`` names wrapper keys to descend into
+    when present (e.g. ("generator",) for BigVGAN files, ("state_dict",) for some CLIP files)."""
+    obj, _ = read_checkpoint(path)
+    for key in unwrap:
+        if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
+            obj = obj[key]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise WeightsError(f"{path} does not hold a flat dict of tensors (a state dict); "
+                           f"found {type(obj).__name__}" +
+                           (f" with keys {sorted(obj)[:8]}" if isinstance(obj, Mapping) else ""))
+    return dict(obj)
+
+
+def write_safetensors(state: Mapping[str, Tensor], path: str | os.PathLike,
+                      metadata: Mapping[str, str] | None = None) -> None:
+    """Write atomically (temporary name, then rename), so a crash never leaves half a file under
+    the final name and never destroys an existing file before the new one is complete."""
+    from safetensors.torch import save_file
+    p = Path(path)
+    tmp = p.with_name(p.name + ".partial")
+    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp),
+              metadata=dict(metadata or {}))
+    os.replace(tmp, p)
+
+
+def write_torch(obj, path: str | os.PathLike) -> None:
+    """torch.save atomically (temporary name, then rename)."""
+    p = Path(path)
+    tmp = p.with_name(p.name + ".partial")
+    torch.save(obj, str(tmp))
+    os.replace(tmp, p)

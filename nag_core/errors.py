@@ -1,0 +1,18 @@
+"""User-facing errors: each says what is wrong and what to do, so callers (CLI, nodes) can show the
+message alone instead of a traceback from deep inside torch."""
+
+
+class NAGFoleyError(Exception):
+    """Base class for every error this pack raises on purpose."""
+
+
+class WeightsError(NAGFoleyError):
+    """A weight file is missing, damaged, of the wrong kind or does not match the model."""
+
+
+class MediaError(NAGFoleyError):
+    """A video or audio input cannot be used."""
+
+
+class ConfigError(NAGFoleyError):
+    """Settings that cannot work together (duration, variant, mode, ...)."""

@@ -1,0 +1,113 @@
+"""Summing tracks and loudness normalisation (ITU-R BS.1770 via pyloudnorm).
+
+The composite after step k is ``normalize(sum of the raw tracks 1..k)`` at −20 LUFS (the paper's
+value), and the conditioning mix of step k is the same thing over tracks 1..k−1. Mixing the raw
+tracks, never a previously normalised mix, keeps that exact whatever order steps are redone in.
+
+Policies for tracks that do not line up (documented, never a crash):
+* sample rates differ: every track is resampled to the highest rate among them;
+* lengths differ: shorter tracks are padded with silence at the end to the longest;
+* channels differ: mono tracks are copied to every channel; any other mismatch is an error.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pyloudnorm
+import torch
+from torch import Tensor
+
+from .resample import resample
+
+TARGET_LUFS = -20.0
+GATE_BLOCK_S = 0.4  # BS.1770 gating block: shorter audio cannot be measured directly
+
+
+@dataclass(frozen=True)
+class Track:
+    """A waveform (channels, samples), float in [-1, 1] nominal, with its sample rate."""
+
+    wave: Tensor
+    sample_rate: int
+
+    def __post_init__(self):
+        if self.wave.dim() != 2:
+            raise ValueError(f"a track is (channels, samples); got shape {tuple(self.wave.shape)}")
+
+
+@dataclass(frozen=True)
+class Normalized:
+    wave: Tensor  # (channels, samples)
+    sample_rate: int
+    gain_db: float  # gain applied (0.0 when nothing was done)
+    measured_lufs: float  # loudness before the gain (-inf for silence)
+    note: str  # empty when normalised as usual; otherwise what was done instead and why
+
+
+def sum_tracks(tracks: Sequence[Track], gains_db: Sequence[float] | None = None) -> Track:
+    """Sum tracks into one, after bringing them to a common rate, length and channel count."""
+    if not tracks:
+        raise ValueError("nothing to mix: no tracks given")
+    if gains_db is not None and len(gains_db) != len(tracks):
+        raise ValueError(f"{len(gains_db)} gains for {len(tracks)} tracks")
+    rate = max(t.sample_rate for t in tracks)
+    waves = [resample(t.wave.float(), t.sample_rate, rate) for t in tracks]
+    channels = {w.shape[0] for w in waves}
+    wide = channels - {1}
+    if len(wide) > 1:
+        raise ValueError(f"cannot mix tracks with channel counts {sorted(channels)}: down-mix them "
+                         "to mono or to one common channel count first")
+    n_ch = wide.pop() if wide else 1
+    length = max(w.shape[1] for w in waves)
+    total = torch.zeros(n_ch, length)
+    for i, w in enumerate(waves):
+        gain = 10.0 ** (gains_db[i] / 20.0) if gains_db is not None else 1.0
+        total[:, : w.shape[1]] += gain * w.cpu()
+    return Track(total, rate)
+
+
+def measure_lufs(wave: Tensor, sample_rate: int) -> float:
+    """Integrated loudness (LUFS) of (channels, samples). Audio shorter than the 400 ms gating block
+    is measured looped to one block, which gives the loudness of that sound held steady."""
+    data = wave.detach().float().cpu().numpy().T.astype(np.float64)  # (samples, channels)
+    n = data.shape[0]
+    if n == 0:
+        return -math.inf
+    block = int(math.ceil(GATE_BLOCK_S * sample_rate)) + 1
+    if n < block:
+        data = np.tile(data, (int(math.ceil(block / n)), 1))[:block]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pyloudnorm warns about clipping; we report peaks ourselves
+        return float(pyloudnorm.Meter(sample_rate).integrated_loudness(data))
+
+
+def loudness_normalize(track: Track, target_lufs: float = TARGET_LUFS) -> Normalized:
+    """Scale a track to ``target_lufs`` integrated loudness.
+
+    Silence (or audio below BS.1770's absolute gate, which has no measurable loudness) is
+    returned unchanged with gain 0 and a note, never NaN or inf. Peaks above 1.0 after the gain are
+    kept (float audio) and reported in the note; writers clip or not as their format requires.
+    """
+    wave = track.wave.float()
+    lufs = measure_lufs(wave, track.sample_rate)
+    if not math.isfinite(lufs):
+        return Normalized(wave, track.sample_rate, 0.0, lufs,
+                          "silent (no measurable loudness): returned unchanged")
+    gain_db = target_lufs - lufs
+    out = wave * (10.0 ** (gain_db / 20.0))
+    note = ""
+    peak = float(out.abs().max()) if out.numel() else 0.0
+    if peak > 1.0:
+        note = f"peak {20 * math.log10(peak):+.1f} dBFS after normalisation (above full scale)"
+    return Normalized(out, track.sample_rate, gain_db, lufs, note)
+
+
+def composite(tracks: Sequence[Track], gains_db: Sequence[float] | None = None,
+              target_lufs: float = TARGET_LUFS) -> Normalized:
+    """normalize(Σ tracks): the composite, and (over tracks < k) step k's conditioning mix."""
+    return loudness_normalize(sum_tracks(tracks, gains_db), target_lufs)
