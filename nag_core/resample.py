@@ -38,12 +38,14 @@ def resample(wave: Tensor, orig_sr: int, new_sr: int, width: int = 16,
         return wave
     g = math.gcd(int(orig_sr), int(new_sr))
     orig, new = int(orig_sr) // g, int(new_sr) // g
+    length = wave.shape[-1]
+    out_len = -(-new * length // orig)  # exact integer ceil(T * new / orig), no float rounding
+    if wave.numel() == 0:  # reshape(-1, ...) below is ambiguous for an empty tensor
+        return wave.new_zeros(*wave.shape[:-1], out_len)
     kernel, pad = _kernel(orig, new, width, rolloff)
     shape = wave.shape
-    x = wave.reshape(-1, 1, shape[-1])
-    length = shape[-1]
+    x = wave.reshape(-1, 1, length)
     x = torch.nn.functional.pad(x.float(), (pad, pad + orig))
     y = torch.nn.functional.conv1d(x, kernel.to(x.device)[:, None], stride=orig)
     y = y.transpose(1, 2).reshape(x.shape[0], -1)
-    out_len = int(math.ceil(new * length / orig))
     return y[:, :out_len].reshape(*shape[:-1], out_len).to(wave.dtype)
