@@ -22,6 +22,7 @@ import pyloudnorm
 import torch
 from torch import Tensor
 
+from .errors import ConfigError, MediaError
 from .resample import resample
 
 TARGET_LUFS = -20.0
@@ -37,7 +38,10 @@ class Track:
 
     def __post_init__(self):
         if self.wave.dim() != 2:
-            raise ValueError(f"a track is (channels, samples); got shape {tuple(self.wave.shape)}")
+            raise MediaError(f"a track is (channels, samples); got shape {tuple(self.wave.shape)}: "
+                             "add a channel axis to mono audio (wave[None])")
+        if self.sample_rate <= 0:
+            raise MediaError(f"a track needs a positive sample rate, got {self.sample_rate}")
 
 
 @dataclass(frozen=True)
@@ -52,15 +56,16 @@ class Normalized:
 def sum_tracks(tracks: Sequence[Track], gains_db: Sequence[float] | None = None) -> Track:
     """Sum tracks into one, after bringing them to a common rate, length and channel count."""
     if not tracks:
-        raise ValueError("nothing to mix: no tracks given")
+        raise ConfigError("nothing to mix: no tracks given; generate or load at least one track")
     if gains_db is not None and len(gains_db) != len(tracks):
-        raise ValueError(f"{len(gains_db)} gains for {len(tracks)} tracks")
+        raise ConfigError(f"{len(gains_db)} gains for {len(tracks)} tracks: give one gain (dB) per "
+                          "track, or none")
     rate = max(t.sample_rate for t in tracks)
     waves = [resample(t.wave.float(), t.sample_rate, rate) for t in tracks]
     channels = {w.shape[0] for w in waves}
     wide = channels - {1}
     if len(wide) > 1:
-        raise ValueError(f"cannot mix tracks with channel counts {sorted(channels)}: down-mix them "
+        raise MediaError(f"cannot mix tracks with channel counts {sorted(channels)}: down-mix them "
                          "to mono or to one common channel count first")
     n_ch = wide.pop() if wide else 1
     length = max(w.shape[1] for w in waves)

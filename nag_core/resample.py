@@ -12,6 +12,8 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
+from .errors import MediaError
+
 
 @lru_cache(maxsize=16)
 def _kernel(orig: int, new: int, width: int, rolloff: float) -> tuple[Tensor, int]:
@@ -33,7 +35,8 @@ def resample(wave: Tensor, orig_sr: int, new_sr: int, width: int = 16,
              rolloff: float = 0.945) -> Tensor:
     """Resample ``wave`` (..., T) from orig_sr to new_sr. Output length ceil(T * new / orig)."""
     if orig_sr <= 0 or new_sr <= 0:
-        raise ValueError(f"sample rates must be positive, got {orig_sr} -> {new_sr}")
+        raise MediaError(f"sample rates must be positive, got {orig_sr} -> {new_sr}: check the "
+                         "rate read from the audio file")
     if orig_sr == new_sr:
         return wave
     g = math.gcd(int(orig_sr), int(new_sr))
