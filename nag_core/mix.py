@@ -27,6 +27,7 @@ from .resample import resample
 
 TARGET_LUFS = -20.0
 GATE_BLOCK_S = 0.4  # BS.1770 gating block: shorter audio cannot be measured directly
+MAX_METER_CHANNELS = 5  # pyloudnorm's channel weights cover L, R, C, Ls, Rs only
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,15 @@ def sum_tracks(tracks: Sequence[Track], gains_db: Sequence[float] | None = None)
 def measure_lufs(wave: Tensor, sample_rate: int) -> float:
     """Integrated loudness (LUFS) of (channels, samples). Audio shorter than the 400 ms gating block
     is measured looped to one block, which gives the loudness of that sound held steady."""
+    if wave.dim() != 2:
+        raise MediaError(f"loudness is measured on (channels, samples); got shape {tuple(wave.shape)}")
+    if wave.shape[0] > MAX_METER_CHANNELS:
+        raise MediaError(f"cannot measure the loudness of {wave.shape[0]} channels (BS.1770 meter: at "
+                         f"most {MAX_METER_CHANNELS}): down-mix to mono or stereo first")
+    if not bool(torch.isfinite(wave).all()):
+        # pyloudnorm would turn NaN into "-inf LUFS", i.e. report broken audio as silence.
+        raise MediaError("audio contains NaN or infinite samples: the generation diverged or the "
+                         "file is damaged; generate again (or try full precision) or re-export it")
     data = wave.detach().float().cpu().numpy().T.astype(np.float64)  # (samples, channels)
     n = data.shape[0]
     if n == 0:
