@@ -48,7 +48,7 @@ def test_sine_keeps_frequency_and_amplitude_down_and_back_up():
 
 @pytest.mark.parametrize("orig,new", [(44100, 16000), (16000, 44100), (48000, 44100), (8000, 16000),
                                       (22050, 44100), (44100, 48000)])
-@pytest.mark.parametrize("n", [1, 2, 3, 100, 441, 12345, 8 * 44100 + 7])
+@pytest.mark.parametrize("n", [1, 2, 3, 100, 441, 12345, 44100 + 7])
 def test_output_length_is_ceil_of_scaled_length(orig, new, n):
     out = resample(torch.zeros(2, n), orig, new)
     assert out.shape == (2, -(-n * new // orig))

@@ -123,6 +123,8 @@ def test_euler_with_cfg_and_nag_by_hand():
     # Two steps: one network call per step, no more.
     sampling.euler(v_nag, x0, 2)
     assert len(nag_net.calls) == 1 + 2
+    # Each call carried t_i · ones(3B) for its own grid point: 0, then 0.5 (never 1).
+    assert [ts.tolist() for _, ts in nag_net.calls[1:]] == [[0.0] * 3, [0.5] * 3]
 
 
 @pytest.mark.parametrize("path", golden_params("network_"))
