@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from nag_core.errors import MediaError
 from nag_core.resample import resample
 
 
@@ -77,5 +78,5 @@ def test_tone_above_the_new_nyquist_is_removed():
 
 
 def test_rejects_non_positive_rates():
-    with pytest.raises(Exception, match="sample rate"):
+    with pytest.raises(MediaError, match="sample rates must be positive"):
         resample(torch.zeros(1, 10), 0, 16000)

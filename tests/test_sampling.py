@@ -7,6 +7,7 @@ import torch
 
 from golden import Golden, golden_params
 from nag_core import guidance, sampling
+from nag_core.errors import ConfigError
 
 
 def test_time_grid_is_mmaudio_linspace():
@@ -18,7 +19,7 @@ def test_time_grid_is_mmaudio_linspace():
 
 @pytest.mark.parametrize("steps", [0, -3])
 def test_time_grid_rejects_no_steps(steps):
-    with pytest.raises(Exception, match="steps"):
+    with pytest.raises(ConfigError, match="steps must be at least 1"):
         sampling.time_grid(steps)
 
 
