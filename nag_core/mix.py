@@ -22,10 +22,12 @@ import pyloudnorm
 import torch
 from torch import Tensor
 
+from .errors import ConfigError, MediaError
 from .resample import resample
 
 TARGET_LUFS = -20.0
 GATE_BLOCK_S = 0.4  # BS.1770 gating block: shorter audio cannot be measured directly
+MAX_METER_CHANNELS = 5  # pyloudnorm's channel weights cover L, R, C, Ls, Rs only
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,10 @@ class Track:
 
     def __post_init__(self):
         if self.wave.dim() != 2:
-            raise ValueError(f"a track is (channels, samples); got shape {tuple(self.wave.shape)}")
+            raise MediaError(f"a track is (channels, samples); got shape {tuple(self.wave.shape)}: "
+                             "add a channel axis to mono audio (wave[None])")
+        if self.sample_rate <= 0:
+            raise MediaError(f"a track needs a positive sample rate, got {self.sample_rate}")
 
 
 @dataclass(frozen=True)
@@ -52,15 +57,16 @@ class Normalized:
 def sum_tracks(tracks: Sequence[Track], gains_db: Sequence[float] | None = None) -> Track:
     """Sum tracks into one, after bringing them to a common rate, length and channel count."""
     if not tracks:
-        raise ValueError("nothing to mix: no tracks given")
+        raise ConfigError("nothing to mix: no tracks given; generate or load at least one track")
     if gains_db is not None and len(gains_db) != len(tracks):
-        raise ValueError(f"{len(gains_db)} gains for {len(tracks)} tracks")
+        raise ConfigError(f"{len(gains_db)} gains for {len(tracks)} tracks: give one gain (dB) per "
+                          "track, or none")
     rate = max(t.sample_rate for t in tracks)
     waves = [resample(t.wave.float(), t.sample_rate, rate) for t in tracks]
     channels = {w.shape[0] for w in waves}
     wide = channels - {1}
     if len(wide) > 1:
-        raise ValueError(f"cannot mix tracks with channel counts {sorted(channels)}: down-mix them "
+        raise MediaError(f"cannot mix tracks with channel counts {sorted(channels)}: down-mix them "
                          "to mono or to one common channel count first")
     n_ch = wide.pop() if wide else 1
     length = max(w.shape[1] for w in waves)
@@ -74,6 +80,15 @@ def sum_tracks(tracks: Sequence[Track], gains_db: Sequence[float] | None = None)
 def measure_lufs(wave: Tensor, sample_rate: int) -> float:
     """Integrated loudness (LUFS) of (channels, samples). Audio shorter than the 400 ms gating block
     is measured looped to one block, which gives the loudness of that sound held steady."""
+    if wave.dim() != 2:
+        raise MediaError(f"loudness is measured on (channels, samples); got shape {tuple(wave.shape)}")
+    if wave.shape[0] > MAX_METER_CHANNELS:
+        raise MediaError(f"cannot measure the loudness of {wave.shape[0]} channels (BS.1770 meter: at "
+                         f"most {MAX_METER_CHANNELS}): down-mix to mono or stereo first")
+    if not bool(torch.isfinite(wave).all()):
+        # pyloudnorm would turn NaN into "-inf LUFS", i.e. report broken audio as silence.
+        raise MediaError("audio contains NaN or infinite samples: the generation diverged or the "
+                         "file is damaged; generate again (or try full precision) or re-export it")
     data = wave.detach().float().cpu().numpy().T.astype(np.float64)  # (samples, channels)
     n = data.shape[0]
     if n == 0:

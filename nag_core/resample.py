@@ -12,6 +12,8 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
+from .errors import MediaError
+
 
 @lru_cache(maxsize=16)
 def _kernel(orig: int, new: int, width: int, rolloff: float) -> tuple[Tensor, int]:
@@ -33,17 +35,20 @@ def resample(wave: Tensor, orig_sr: int, new_sr: int, width: int = 16,
              rolloff: float = 0.945) -> Tensor:
     """Resample ``wave`` (..., T) from orig_sr to new_sr. Output length ceil(T * new / orig)."""
     if orig_sr <= 0 or new_sr <= 0:
-        raise ValueError(f"sample rates must be positive, got {orig_sr} -> {new_sr}")
+        raise MediaError(f"sample rates must be positive, got {orig_sr} -> {new_sr}: check the "
+                         "rate read from the audio file")
     if orig_sr == new_sr:
         return wave
     g = math.gcd(int(orig_sr), int(new_sr))
     orig, new = int(orig_sr) // g, int(new_sr) // g
+    length = wave.shape[-1]
+    out_len = -(-new * length // orig)  # exact integer ceil(T * new / orig), no float rounding
+    if wave.numel() == 0:  # reshape(-1, ...) below is ambiguous for an empty tensor
+        return wave.new_zeros(*wave.shape[:-1], out_len)
     kernel, pad = _kernel(orig, new, width, rolloff)
     shape = wave.shape
-    x = wave.reshape(-1, 1, shape[-1])
-    length = shape[-1]
+    x = wave.reshape(-1, 1, length)
     x = torch.nn.functional.pad(x.float(), (pad, pad + orig))
     y = torch.nn.functional.conv1d(x, kernel.to(x.device)[:, None], stride=orig)
     y = y.transpose(1, 2).reshape(x.shape[0], -1)
-    out_len = int(math.ceil(new * length / orig))
     return y[:, :out_len].reshape(*shape[:-1], out_len).to(wave.dtype)

@@ -12,6 +12,8 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
+from .errors import ConfigError
+
 Velocity = Callable[[Tensor, Tensor], Tensor]
 """``velocity(x, t)``: x (B, N, C), t a 0-dim float32 tensor; returns dx/dt of x's shape."""
 
@@ -24,7 +26,8 @@ StepCallback = Callable[[int, int, Tensor], None]
 
 def time_grid(steps: int, device: torch.device | str | None = None) -> Tensor:
     if steps < 1:
-        raise ValueError(f"steps must be at least 1, got {steps}")
+        raise ConfigError(f"steps must be at least 1, got {steps}: set the number of Euler steps "
+                          "to 1 or more (MMAudio's default is 25)")
     return torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float32, device=device)
 
 
