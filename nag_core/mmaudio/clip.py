@@ -93,6 +93,18 @@ class _Mlp(nn.Module):
         return self.c_proj(quick_gelu(self.c_fc(x)))
 
 
+class _Embedding(nn.Module):
+    """nn.Embedding's key layout without its init: normal_() on the meta device pulls in torch's
+    decomposition machinery, which costs seconds on first use."""
+
+    def __init__(self, rows: int, width: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(rows, width))
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return F.embedding(ids, self.weight)
+
+
 class ResidualAttentionBlock(nn.Module):
     def __init__(self, width: int, heads: int):
         super().__init__()
@@ -147,7 +159,7 @@ class ClipModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.visual = VisionTransformer(cfg)
-        self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.text_width)
+        self.token_embedding = _Embedding(cfg.vocab_size, cfg.text_width)
         self.positional_embedding = nn.Parameter(torch.empty(cfg.context_length, cfg.text_width))
         self.transformer = Transformer(cfg.text_width, cfg.text_layers, cfg.text_heads, causal=True)
         self.ln_final = nn.LayerNorm(cfg.text_width)
