@@ -186,14 +186,16 @@ class ClipModel(nn.Module):
             raise MediaError(f"CLIP expects {size}x{size} frames; got "
                              f"{frames.shape[-2]}x{frames.shape[-1]}: resize them first")
         # Normalise in float32 (MMAudio normalises before any cast), then run in model precision.
-        x = (frames.float() - self.mean.float()) / self.std.float()
+        x = frames.to(self.mean.device).float()
+        x = (x - self.mean.float()) / self.std.float()
         x = self.visual(x.to(self.dtype))
         return F.normalize(x, dim=-1) if normalize else x
 
     @torch.no_grad()
     def encode_video(self, frames: Tensor, chunk: int = 16) -> Tensor:
         """(B, T, 3, 384, 384) float in [0, 1] -> (B, T, embed_dim), run ``chunk`` frames at a
-        time to bound memory (ViT-H attention over 730 tokens is large)."""
+        time to bound memory (ViT-H attention over 730 tokens is large). The frames may stay on
+        the CPU: each chunk is moved to the model's device on its own."""
         if frames.ndim != 5:
             raise MediaError(f"CLIP video input must be (B, T, 3, H, W); got {tuple(frames.shape)}")
         b, t = frames.shape[:2]

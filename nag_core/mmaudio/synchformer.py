@@ -206,7 +206,8 @@ class Synchformer(nn.Module):
     def encode(self, frames: Tensor, chunk: int = 8) -> Tensor:
         """25 fps frames (B, T, 3, 224, 224) in [-1, 1] -> (B, 8*S, D) with
         S = (T - 16)//8 + 1 segments of 16 frames at stride 8; token 8*s + t belongs to segment s.
-        ``chunk`` segments run per forward pass to bound memory."""
+        ``chunk`` segments run per forward pass to bound memory; the frames may stay on the CPU
+        (each chunk is moved to the model's device on its own)."""
         cfg = self.cfg
         size, seg = cfg.image_size, cfg.frames_per_segment
         if frames.ndim != 5 or frames.shape[2] != 3 or frames.shape[-2:] != (size, size):
@@ -223,7 +224,7 @@ class Synchformer(nn.Module):
         out = []
         for j in range(0, len(pairs), max(1, chunk)):
             batch = torch.stack([frames[i, s:s + seg] for i, s in pairs[j:j + chunk]])
-            batch = batch.to(self.dtype).permute(0, 2, 1, 3, 4)  # (N, 3, 16, H, W)
+            batch = batch.to(self.cls_token.device, self.dtype).permute(0, 2, 1, 3, 4)
             out.append(self(batch))
         return torch.cat(out).reshape(b, len(starts) * cfg.temporal_tokens, -1)
 
