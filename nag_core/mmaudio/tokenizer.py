@@ -331,9 +331,8 @@ def find_bpe_vocab(path: str | os.PathLike | None = None,
         raise WeightsError(f"CLIP BPE vocabulary not found at {p}; point to an existing "
                            f"{VOCAB_NAME} (download: {VOCAB_URL})")
     looked = []
-    if weights_path is not None:
-        folder = Path(weights_path)
-        folder = folder if folder.is_dir() else folder.parent
+    folder = _weights_folder(weights_path)
+    if folder is not None:
         for name in VOCAB_NAMES:
             looked.append(str(folder / name))
             if (folder / name).is_file():
@@ -342,13 +341,18 @@ def find_bpe_vocab(path: str | os.PathLike | None = None,
     if found is not None:
         return found
     looked.append("the installed open_clip_torch package (not installed, or without the file)")
-    beside = (f" into {Path(weights_path) if Path(weights_path).is_dir() else Path(weights_path).parent}"
-              if weights_path is not None else " beside the CLIP weights")
+    target = f"into {folder}" if folder is not None else "beside the CLIP weights"
     raise WeightsError(
-        "the CLIP BPE vocabulary (" + VOCAB_NAME + ") was not found. Looked at: "
-        + "; ".join(looked) + ". To get it, either run `pip install --no-deps open_clip_torch` "
-        "(harmless: it only adds files, pulls no dependencies and is never imported), or download "
-        + VOCAB_URL + beside + ".")
+        f"the CLIP BPE vocabulary ({VOCAB_NAME}) was not found. Looked at: {'; '.join(looked)}. "
+        "To get it, either run `pip install --no-deps open_clip_torch` (harmless: it only adds "
+        f"files, pulls no dependencies and is never imported), or download {VOCAB_URL} {target}.")
+
+
+def _weights_folder(weights_path: str | os.PathLike | None) -> Path | None:
+    if weights_path is None:
+        return None
+    p = Path(weights_path)
+    return p if p.is_dir() or not p.suffix else p.parent  # a weight file has an extension
 
 
 @lru_cache(maxsize=4)
