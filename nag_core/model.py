@@ -1,0 +1,159 @@
+"""One object holding a complete MMAudio model: network, CLIP (+ tokenizer), Synchformer, VAE,
+vocoder and the mel converter of its mode. It turns video frames and text into conditions, and
+latents into waveforms at the model's true sample rate (16000 or 44100 Hz).
+
+Generation itself (CFG / NAG sampling over a Foley chain) lives in :mod:`nag_core.pipeline`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .errors import ConfigError, WeightsError
+from .media import VideoClip, clip_to_float, sync_to_float
+from .mmaudio.decode import decode_latents, encode_audio
+from .mmaudio.mel import mel_converter
+from .mmaudio.network import MMAudioNetwork
+from .mmaudio.variants import MODES
+from .resample import resample
+
+
+@dataclass
+class VideoFeatures:
+    """CLIP and Synchformer features of one clip; computed once per video for a whole chain."""
+
+    clip_f: Tensor  # (1, Nc, clip_dim), L2-normalised per frame
+    sync_f: Tensor  # (1, Ns, sync_dim)
+    duration: float  # effective duration in seconds (after the truncation rule)
+
+
+class MMAudioModel(nn.Module):
+    """A complete MMAudio (any of the five variants, or a tiny test model).
+
+    Holds nn.Modules only, so ``.to(device, dtype)`` moves everything. The mel filterbank and the
+    VAE's data statistics stay float32 where the official code keeps them (see ``to``).
+    """
+
+    def __init__(self, network: MMAudioNetwork, vae: nn.Module, vocoder: nn.Module,
+                 clip: nn.Module, synchformer: nn.Module, tokenizer, variant: str = "custom"):
+        super().__init__()
+        self.network = network
+        self.vae = vae
+        self.vocoder = vocoder
+        self.clip = clip
+        self.synchformer = synchformer
+        self.tokenizer = tokenizer
+        self.variant = variant
+        self.mode = network.config.mode
+        self.mel = mel_converter(self.mode)
+        self._check_parts()
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def sample_rate(self) -> int:
+        return MODES[self.mode].sample_rate
+
+    @property
+    def device(self) -> torch.device:
+        return self.network.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.network.dtype
+
+    def _check_parts(self) -> None:
+        """Parts of different modes or widths fail here, with names, not deep in a matmul."""
+        cfg = self.network.config
+        problems = []
+        vae_dim = getattr(self.vae, "embed_dim", cfg.latent_dim)
+        if vae_dim != cfg.latent_dim:
+            problems.append(f"the VAE has {vae_dim} latent channels but the network expects "
+                            f"{cfg.latent_dim} ({cfg.mode})")
+        n_mels = getattr(self.vae, "data_dim", self.mel.n_mels)
+        if n_mels != self.mel.n_mels:
+            problems.append(f"the VAE works on {n_mels} mel bands; a {cfg.mode} model needs "
+                            f"{self.mel.n_mels}")
+        voc_mels = getattr(self.vocoder, "num_mels", n_mels)
+        if voc_mels != n_mels:
+            problems.append(f"the vocoder takes {voc_mels} mel bands, the VAE makes {n_mels}")
+        clip_dim = getattr(getattr(self.clip, "cfg", None), "embed_dim", cfg.clip_dim)
+        if clip_dim != cfg.clip_dim:
+            problems.append(f"CLIP image features are {clip_dim} wide, the network expects "
+                            f"{cfg.clip_dim}")
+        text_dim = getattr(getattr(self.clip, "cfg", None), "text_width", cfg.text_dim)
+        if text_dim != cfg.text_dim:
+            problems.append(f"CLIP text features are {text_dim} wide, the network expects "
+                            f"{cfg.text_dim}")
+        sync_dim = getattr(getattr(self.synchformer, "cfg", None), "embed_dim", cfg.sync_dim)
+        if sync_dim != cfg.sync_dim:
+            problems.append(f"Synchformer features are {sync_dim} wide, the network expects "
+                            f"{cfg.sync_dim}")
+        if problems:
+            raise WeightsError("these model files do not belong together: " + "; ".join(problems)
+                               + ". Use the VAE/vocoder of the network's mode (16k: v1-16.pth + "
+                               "best_netG.pt; 44k: v1-44.pth + BigVGAN-v2 44 kHz).")
+
+    # ------------------------------------------------------------------ conditions
+    @torch.no_grad()
+    def encode_video(self, clip: VideoClip) -> VideoFeatures:
+        """CLIP features of the 8 fps stream and Synchformer features of the 25 fps stream."""
+        from .mmaudio.variants import sequence_lengths
+        lengths = sequence_lengths(self.mode, clip.duration)
+        dev, dt = self.device, self.clip.dtype
+        clip_frames = clip_to_float(clip.clip_frames[: lengths.clip]).to(dev, dt)
+        clip_f = self.clip.encode_video(clip_frames.unsqueeze(0))
+        # Synchformer needs 16 + 8 (S - 1) frames for S segments.
+        n_sync = 16 + 8 * (lengths.sync // 8 - 1)
+        sync_frames = sync_to_float(clip.sync_frames[:n_sync]).to(dev, self.synchformer.dtype)
+        if sync_frames.shape[0] < n_sync:
+            raise ConfigError(f"the video gave {sync_frames.shape[0]} frames at 25 fps, "
+                              f"{n_sync} are needed for {clip.duration:.2f} s")
+        sync_f = self.synchformer.encode(sync_frames.unsqueeze(0))
+        return VideoFeatures(clip_f=clip_f, sync_f=sync_f, duration=lengths.duration)
+
+    @torch.no_grad()
+    def encode_text(self, texts: Sequence[str]) -> Tensor:
+        tokens = self.tokenizer(list(texts)).to(self.device)
+        return self.clip.encode_text(tokens)
+
+    # ------------------------------------------------------------------ audio <-> latent
+    def num_samples(self, duration: float) -> int:
+        """Samples of audio for ``duration`` seconds at the model's rate (tracks are trimmed to
+        this, so every track of a chain lines up with the video exactly)."""
+        return int(round(duration * self.sample_rate))
+
+    @torch.no_grad()
+    def decode(self, latent_normalized: Tensor) -> Tensor:
+        """(B, N, C) latent in the network's normalized space -> waveform (B, samples)."""
+        latent = self.network.unnormalize(latent_normalized)
+        wave = decode_latents(self.vae, self.vocoder, latent.to(self.vae.data_mean.dtype))
+        return wave[:, 0].float()
+
+    @torch.no_grad()
+    def encode_mix(self, wave: Tensor, sample_rate: int) -> Tensor:
+        """A conditioning mix (channels, samples) -> x_cond (1, N, C): down-mix, resample to the
+        model rate, fit to the network's length, mel -> VAE encode -> posterior MEAN -> network
+        normalisation (the design doc: deterministic at inference, as in training)."""
+        net = self.network
+        mono = wave.float().mean(dim=0, keepdim=True) if wave.dim() == 2 else wave.float()[None]
+        mono = resample(mono, sample_rate, self.sample_rate)
+        hop = MODES[self.mode].hop
+        need = net.latent_seq_len * 2 * hop
+        if mono.shape[-1] < need:
+            mono = torch.nn.functional.pad(mono, (0, need - mono.shape[-1]))
+        mono = mono[..., :need].to(self.device)
+        posterior = encode_audio(self.mel, self.vae, mono)
+        mean = posterior.mean.transpose(1, 2)  # (1, N, C)
+        if mean.shape[1] != net.latent_seq_len:
+            raise ConfigError(f"encoded mix has {mean.shape[1]} latent frames, the network "
+                              f"expects {net.latent_seq_len}")
+        return net.normalize(mean.to(net.dtype))
+
+    def to(self, *args, **kwargs):  # keep the mel filterbank in float32 (FFT precision)
+        super().to(*args, **kwargs)
+        self.mel.float()
+        return self
