@@ -1,0 +1,1 @@
+"""Checkpoint-compatible re-implementation of the MMAudio pieces (mel, VAE, vocoders, network)."""
