@@ -46,3 +46,29 @@ def test_mismatched_modes_are_rejected():
         decode_latents(tiny_vae("16k", 0), tiny_vocoder("44k", 0), torch.zeros(1, 4, 20))
     with pytest.raises(ConfigError, match="same mode"):
         encode_audio(mel_converter("44k"), tiny_vae("16k", 0), torch.zeros(1, 4096))
+
+
+def test_files_in_the_wrong_slot_are_named(tmp_path):
+    from nag_core.errors import WeightsError
+    from nag_core.mmaudio.bigvgan import save_vocoder_checkpoint
+    from nag_core.mmaudio.vae import save_vae_checkpoint
+    save_vocoder_checkpoint(tiny_vocoder("16k", 0), tmp_path / "best_netG.pt")
+    save_vae_checkpoint(tiny_vae("16k", 0), tmp_path / "v1-16.pth")
+    with pytest.raises(WeightsError, match="not an MMAudio VAE.*BigVGAN vocoder"):
+        load_vae(tmp_path / "best_netG.pt")
+    with pytest.raises(WeightsError, match="not a BigVGAN vocoder.*VAE"):
+        load_vocoder(tmp_path / "v1-16.pth")
+    with pytest.raises(WeightsError, match="44k model needs"):
+        load_vocoder(tmp_path / "best_netG.pt", expect_mode="44k")
+
+
+def test_reduced_precision_loading(tmp_path):
+    from nag_core.mmaudio.bigvgan import save_vocoder_checkpoint
+    from nag_core.mmaudio.vae import save_vae_checkpoint
+    save_vocoder_checkpoint(tiny_vocoder("44k", 0), tmp_path / "voc.pt")
+    save_vae_checkpoint(tiny_vae("44k", 0), tmp_path / "vae.safetensors")
+    vae = load_vae(tmp_path / "vae.safetensors", dtype=torch.bfloat16)
+    voc = load_vocoder(tmp_path / "voc.pt", dtype=torch.bfloat16)
+    wave = decode_latents(vae, voc, torch.randn(1, 3, vae.embed_dim))
+    assert wave.dtype == torch.float32 and wave.shape == (1, 1, 6 * 512)
+    assert torch.isfinite(wave).all()

@@ -319,7 +319,7 @@ def load_vae(source, *, expect_mode: str | None = None, need_encoder: bool = Tru
     re-normalise the MPConv1D weights, and return an eval-mode VAE without gradients.
     ``need_encoder=False`` drops the encoder (decode only). ``expect_mode`` ('16k'/'44k') rejects
     a VAE of the other mode."""
-    sd = read_flat(source)
+    sd = read_flat(source, unwrap=("generator",))  # unwrap so a vocoder file is named as such
     data_dim, embed_dim, hidden_dim = infer_vae_dims(sd, source)
     mode = MODE_OF_DATA_DIM.get(data_dim)
     if expect_mode is not None and mode != expect_mode:
