@@ -108,8 +108,10 @@ CONFIGS = {"16k": CONFIG_16K, "44k": CONFIG_44K}
 def kaiser_sinc_filter(cutoff: float, half_width: float, kernel_size: int) -> Tensor:
     """(1, 1, K) low-pass: a sinc at ``cutoff`` (fraction of the sample rate) under a Kaiser
     window whose beta follows Kaiser's formula for the transition ``half_width``; unit DC gain.
-    Always a new CPU float32 tensor (computed once per shape: hundreds of layers share it)."""
-    return _kaiser_sinc_filter(float(cutoff), float(half_width), int(kernel_size)).clone()
+    A new float32 tensor on the current default device (computed once per shape on the CPU:
+    hundreds of layers share it)."""
+    taps = _kaiser_sinc_filter(float(cutoff), float(half_width), int(kernel_size))
+    return taps.to(torch.empty(0).device, copy=True)  # empty(0) follows a `with torch.device`
 
 
 @lru_cache(maxsize=8)
@@ -153,7 +155,7 @@ class UpSample1d(nn.Module):
         # one depthwise (grouped) conv for all channels; measured as fast as a polyphase
         # conv1d on CPU, and it is the official arithmetic, so results match to the last bit
         y = F.pad(x, (self.pad, self.pad), mode="replicate")
-        y = F.conv_transpose1d(y, self.filter.to(x.dtype).expand(c, -1, -1), stride=self.ratio,
+        y = F.conv_transpose1d(y, self.filter.to(x).expand(c, -1, -1), stride=self.ratio,
                                groups=c)
         return self.ratio * y[..., self.trim_left: y.shape[-1] - self.trim_right]
 
@@ -169,7 +171,7 @@ class LowPassFilter1d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         c = x.shape[1]
         y = F.pad(x, (self.pad_left, self.pad_right), mode="replicate")
-        return F.conv1d(y, self.filter.to(x.dtype).expand(c, -1, -1), stride=self.stride, groups=c)
+        return F.conv1d(y, self.filter.to(x).expand(c, -1, -1), stride=self.stride, groups=c)
 
 
 class DownSample1d(nn.Module):
