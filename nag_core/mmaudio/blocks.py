@@ -6,7 +6,6 @@ Attribute names are the checkpoint's key names (``attn.qkv``, ``adaLN_modulation
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch

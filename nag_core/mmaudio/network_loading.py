@@ -20,7 +20,7 @@ from torch import Tensor
 from ..checkpoint import SAFETENSORS_EXT, read_state_dict, write_safetensors, write_torch
 from ..errors import ConfigError, WeightsError
 from .network import STALE_KEYS, MMAudioNetwork
-from .variants import MODES, VARIANTS, NetworkConfig, variant_name
+from .variants import MODES, NetworkConfig, variant_name
 
 ANCHOR = "audio_input_proj.0.weight"
 
