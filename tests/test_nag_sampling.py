@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from nag_core.controlnet import controlnet_flow
-from nag_core.generation import (nag_velocity, sample_cfg, sample_nag, sample_negative_prompt)
-from nag_core.guidance import cfg
+from nag_core.generation import nag_velocity, sample_cfg, sample_nag, sample_negative_prompt
 from nag_core.mmaudio.network import Conditions
 from nag_core.sampling import euler
 
