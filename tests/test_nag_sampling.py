@@ -1,4 +1,4 @@
-"""NAG sampling: one network call per step, β = 0 is CFG, closed form, ControlNet on ctrl rows only."""
+"""NAG sampling: one call per step, β = 0 is CFG, the closed form, ControlNet on ctrl rows only."""
 
 from __future__ import annotations
 
