@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 import secrets
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
-from ..errors import ConfigError
+import av
+
+from ..errors import ConfigError, MediaError
 
 
 def same_file(a, b) -> bool:
@@ -51,3 +55,19 @@ def discard(tmp: Path) -> None:
         tmp.unlink()
     except OSError:
         pass
+
+
+@contextmanager
+def written_atomically(out: Path) -> Iterator[Path]:
+    """Yields a temporary path beside ``out`` to write to; on success it is renamed to ``out``,
+    on any failure it is deleted (an FFmpeg failure becomes a MediaError naming ``out``)."""
+    tmp = temp_beside(out)
+    try:
+        yield tmp
+        finish_atomic(tmp, out)
+    except av.FFmpegError as e:
+        discard(tmp)
+        raise MediaError(f"could not write {out}: FFmpeg: {e.strerror or e}") from None
+    except BaseException:
+        discard(tmp)
+        raise

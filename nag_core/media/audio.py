@@ -15,7 +15,7 @@ from torch import Tensor
 from ..errors import ConfigError, MediaError
 from ..resample import resample
 from ._container import audio_stream, check_file, open_input, stream_length, time_origin
-from ._files import check_not_input, discard, finish_atomic, prepare_output, temp_beside
+from ._files import check_not_input, prepare_output, written_atomically
 from .frames import exact_seconds
 
 DECODE_TIMEOUT_S = 600.0
@@ -187,8 +187,7 @@ def write_audio(path, wave, sample_rate: int, *, encoding: str = "pcm16", inputs
     fmt_name, codec, sample_fmt = _WRITERS[key]
     w = _as_channels_first(wave)
     sr = int(sample_rate)
-    tmp = temp_beside(out)
-    try:
+    with written_atomically(out) as tmp:
         with av.open(str(tmp), "w", format=fmt_name) as container:
             stream = container.add_stream(codec, rate=sr)
             stream.layout = _layout(w.shape[0])
@@ -198,11 +197,4 @@ def write_audio(path, wave, sample_rate: int, *, encoding: str = "pcm16", inputs
                     container.mux(packet)
             for packet in stream.encode():
                 container.mux(packet)
-        finish_atomic(tmp, out)
-    except av.FFmpegError as e:
-        discard(tmp)
-        raise MediaError(f"could not write {out}: FFmpeg: {e.strerror or e}") from None
-    except BaseException:
-        discard(tmp)
-        raise
     return out

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -132,6 +133,20 @@ class StreamCollector:
         self.frames_seen += 1
         return self.clip.count(rel), self.sync.count(rel)
 
+    def offer(self, rel: Fraction, make_frame: Callable[[], Tensor]) -> bool:
+        """Feed the frame shown at ``rel`` seconds after the start (call in presentation order).
+        ``make_frame`` gives its upright (3, H, W) uint8 tensor and is only called when a stream
+        uses the frame, so skipped frames are never converted. Returns False once ``rel`` is
+        past the requested duration: the caller stops feeding."""
+        if rel < 0:
+            return True
+        if self.past_end(rel):
+            return False
+        c, s = self.counts(rel)
+        if c or s:
+            self.push(make_frame(), c, s)
+        return True
+
     def push(self, frame: Tensor, n_clip: int, n_sync: int) -> None:
         """frame: (3, H, W) uint8, already upright."""
         if self.size is None:
@@ -219,14 +234,8 @@ def frames_from_images(images: Tensor, fps, start: float = 0.0, duration: float 
                           f"{float(rate):g} fps last {float(length):.3f} s. Use a start below that.")
     col = StreamCollector(duration, official_float_times)
     for i in range(int(t0 * rate), n):  # frames before floor(start*fps) are all before start
-        rel = Fraction(i) / rate - t0
-        if rel < 0:
-            continue
-        if col.past_end(rel):
+        if not col.offer(Fraction(i) / rate - t0, lambda: images_to_uint8(images[i].cpu())):
             break
-        c, s = col.counts(rel)
-        if c or s:
-            col.push(images_to_uint8(images[i].cpu()), c, s)
     clip, sync, eff = col.finish()
     check_long_enough(eff, float(start), "the IMAGE batch")
     h, w = images.shape[1], images.shape[2]

@@ -9,10 +9,10 @@ from fractions import Fraction
 import av
 import torch
 
-from ..errors import ConfigError, MediaError
+from ..errors import ConfigError
 from ..resample import resample
 from ._container import check_file, open_input, stream_length, time_origin, video_stream
-from ._files import check_not_input, discard, finish_atomic, prepare_output, temp_beside
+from ._files import check_not_input, prepare_output, written_atomically
 from .audio import _as_channels_first, encode_frames
 from .frames import check_times
 
@@ -50,16 +50,8 @@ def mux_audio_into_video(video_path, wave, sample_rate: int, out_path, start: fl
     codec, rate = _audio_plan(out.suffix, int(sample_rate))
     if rate != int(sample_rate):
         w = resample(w, int(sample_rate), rate)
-    tmp = temp_beside(out)
-    try:
+    with written_atomically(out) as tmp:
         _write(src, out, tmp, w, rate, codec, Fraction(repr(float(start))))
-        finish_atomic(tmp, out)
-    except av.FFmpegError as e:
-        discard(tmp)
-        raise MediaError(f"could not write {out}: FFmpeg: {e.strerror or e}") from None
-    except BaseException:
-        discard(tmp)
-        raise
     return str(out)
 
 

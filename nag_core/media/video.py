@@ -123,16 +123,15 @@ def _decode_into(path, target: Fraction, col: StreamCollector):
                     landed_late = True  # frames before the target would be lost
                     break
                 first = False
-                rel = t - target
-                if rel < 0:
-                    continue
-                if col.past_end(rel):
-                    break
-                c, s = col.counts(rel)
-                if c or s:
+
+                def upright(frame=frame):
+                    nonlocal rotation  # read once, from the first frame a stream keeps
                     if rotation is None:
                         rotation = _rotation_ccw(frame, stream)
-                    col.push(_frame_tensor(frame, rotation), c, s)
+                    return _frame_tensor(frame, rotation)
+
+                if not col.offer(t - target, upright):
+                    break
         except av.FFmpegError as e:
             if decoded == 0:
                 raise MediaError(f"the video stream of {path} cannot be decoded (FFmpeg: "
