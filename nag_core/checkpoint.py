@@ -55,17 +55,33 @@ def _can_mmap(p: Path) -> bool:
     return zipfile.is_zipfile(p)
 
 
-def read_state_dict(path: str | os.PathLike, *, unwrap: tuple[str, ...] = ()) -> dict[str, Tensor]:
-    """A flat ``{name: Tensor}`` from a checkpoint. ``unwrap`` names wrapper keys to descend into
-    when present (e.g. ("generator",) for BigVGAN files, ("state_dict",) for some CLIP files)."""
-    obj, _ = read_checkpoint(path)
+def source_name(source) -> str:
+    """How messages name where a state dict came from: its path, or "the given state dict"."""
+    return "the given state dict" if isinstance(source, Mapping) else str(source)
+
+
+def read_state_dict(source, *, unwrap: tuple[str, ...] = ()) -> dict[str, Tensor]:
+    """A flat ``{name: Tensor}`` from a checkpoint path or an in-memory mapping (the one way every
+    loader gets its tensors). ``unwrap`` names wrapper keys to descend into when present (e.g.
+    ("generator",) for BigVGAN files, ("state_dict",) for some CLIP files); a DataParallel
+    ``module.`` prefix carried by every key is dropped. The caller's mapping is never modified."""
+    if isinstance(source, (str, os.PathLike)):
+        obj, _ = read_checkpoint(source)
+    elif isinstance(source, Mapping):
+        obj = source
+    else:
+        raise TypeError(f"expected a weight-file path or a state dict, got {type(source).__name__}")
     for key in unwrap:
-        if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
+        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]
-    if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise WeightsError(f"{path} does not hold a flat dict of tensors (a state dict); "
-                           f"found {type(obj).__name__}" +
-                           (f" with keys {sorted(obj)[:8]}" if isinstance(obj, Mapping) else ""))
+    if not isinstance(obj, Mapping) or not obj or \
+            not all(isinstance(v, Tensor) for v in obj.values()):
+        what = (f"a dict with keys {sorted(map(str, obj))[:8]}" if isinstance(obj, Mapping)
+                else type(obj).__name__)
+        raise WeightsError(f"{source_name(source)} does not hold a state dict (a flat dict of "
+                           f"tensors); found {what}")
+    if all(k.startswith("module.") for k in obj):
+        return {k[len("module."):]: v for k, v in obj.items()}
     return dict(obj)
 
 

@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..checkpoint import write_safetensors, write_torch
+from ..checkpoint import read_state_dict, source_name, write_safetensors, write_torch
 from ..errors import ConfigError, WeightsError
-from ._weights import check_finite, check_keys, describe, read_flat, source_name
+from .state_dict import check_finite, check_keys, describe
 
 MODE_OF_MELS = {80: "16k", 128: "44k"}
 HOP_OF_MODE = {"16k": 256, "44k": 512}
@@ -406,7 +406,7 @@ def load_vocoder(source, config=None, *, expect_mode: str | None = None,
     or a .safetensors file, with weight norm in either naming or already removed. ``config``:
     None (inferred from the tensors), '16k'/'44k' (built-in), a config.json path, a dict or a
     VocoderConfig. Returns an eval-mode module without gradients, weight norm folded."""
-    sd = read_flat(source, unwrap=("generator",))
+    sd = read_state_dict(source, unwrap=("generator",))
     sd = fold_weight_norm(sd, source)
     cfg = _resolve_config(config, sd, source)
     if expect_mode is not None and (cfg.mode != expect_mode or cfg.hop != HOP_OF_MODE[expect_mode]):

@@ -19,10 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..checkpoint import write_torch
+from ..checkpoint import read_state_dict, write_torch
 from ..errors import ConfigError, MediaError, WeightsError
-from .encoder_common import (PackedSelfAttention, as_state_dict, count_indexed, infer_heads,
-                             load_strict, require_keys, seeded_init)
+from .encoder_common import (PackedSelfAttention, count_indexed, infer_heads, load_strict,
+                             seeded_init)
+from .state_dict import require_keys
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -57,10 +58,12 @@ class ClipConfig:
 
     @classmethod
     def from_state_dict(cls, sd: Mapping[str, Tensor], vision_heads: int | None = None,
-                        text_heads: int | None = None) -> "ClipConfig":
+                        text_heads: int | None = None, *, source=None) -> "ClipConfig":
+        """``source``: where ``sd`` came from, for error messages."""
         require_keys(sd, ("visual.conv1.weight", "visual.positional_embedding", "visual.proj",
                           "token_embedding.weight", "positional_embedding"),
-                     "open_clip CLIP", EXPECTED_FILE)
+                     what="a open_clip CLIP state dict", source=sd if source is None else source,
+                     expected=EXPECTED_FILE)
         v_width, _, patch, _ = sd["visual.conv1.weight"].shape
         positions = sd["visual.positional_embedding"].shape[0] - 1
         grid = int(round(positions ** 0.5))
@@ -225,11 +228,11 @@ def load_clip(source, dtype: torch.dtype | None = None, *, vision_heads: int | N
     """CLIP from ``open_clip_pytorch_model.bin`` (or .pth/.safetensors, or a state dict) in
     open_clip's layout; a ``state_dict`` wrapper and a ``module.`` prefix are accepted. ``dtype``
     None keeps the file's precision. Raises WeightsError for anything else."""
-    sd = as_state_dict(source, "CLIP")
-    cfg = ClipConfig.from_state_dict(sd, vision_heads, text_heads)
+    sd = read_state_dict(source, unwrap=("state_dict",))
+    cfg = ClipConfig.from_state_dict(sd, vision_heads, text_heads, source=source)
     with torch.device("meta"):
         model = ClipModel(cfg)
-    model = load_strict(model, sd, "CLIP", dtype)
+    model = load_strict(model, sd, what="the CLIP model it describes", source=source, dtype=dtype)
     # the normalisation constants were created on meta; rebuild them for real
     model.mean = torch.tensor(OPENAI_MEAN).view(1, 3, 1, 1)
     model.std = torch.tensor(OPENAI_STD).view(1, 3, 1, 1)

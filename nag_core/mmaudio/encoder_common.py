@@ -1,19 +1,18 @@
 """Pieces shared by the CLIP and Synchformer encoders: a packed self-attention with
-nn.MultiheadAttention's parameter names, head-count inference, state-dict clean-up, strict
-loading with readable errors, and the seeded initialisation used by the tiny test models."""
+nn.MultiheadAttention's parameter names, head-count inference, strict loading, and the seeded
+initialisation used by the tiny test models."""
 
 from __future__ import annotations
 
 import math
-import os
 from typing import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..checkpoint import read_state_dict
 from ..errors import WeightsError
+from .state_dict import check_keys
 
 # Head counts cannot be read from weights (q, k and v are packed into one matrix). The released
 # models use 64-channel heads everywhere except the CLIP ViT-H vision tower (80-channel heads);
@@ -55,33 +54,6 @@ class PackedSelfAttention(nn.Module):
         return self.out_proj(out.transpose(1, 2).reshape(b, n, d))
 
 
-def as_state_dict(source, what: str, unwrap: tuple[str, ...] = ("state_dict",)) -> dict[str, Tensor]:
-    """A flat state dict from a path or an in-memory mapping; unwraps ``unwrap`` keys and strips
-    a DataParallel ``module.`` prefix carried by every key."""
-    if isinstance(source, (str, os.PathLike)):
-        sd = read_state_dict(source, unwrap=unwrap)
-    elif isinstance(source, Mapping):
-        sd = dict(source)
-        for key in unwrap:
-            if key in sd and isinstance(sd[key], Mapping):
-                sd = dict(sd[key])
-    else:
-        raise WeightsError(f"{what}: expected a weight-file path or a state dict, "
-                           f"got {type(source).__name__}")
-    if sd and all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
-    return sd
-
-
-def require_keys(sd: Mapping[str, Tensor], keys: tuple[str, ...], what: str, expected: str) -> None:
-    missing = [k for k in keys if k not in sd]
-    if missing:
-        some = ", ".join(sorted(sd)[:5]) or "nothing"
-        raise WeightsError(f"this is not a {what} state dict: it lacks {', '.join(missing[:4])} "
-                           f"(it holds {some}{', ...' if len(sd) > 5 else ''}); "
-                           f"expected {expected}")
-
-
 def count_indexed(sd: Mapping[str, Tensor], prefix: str) -> int:
     """How many numbered sub-modules ``prefix<i>.`` the state dict holds (0..n-1)."""
     n = 0
@@ -90,24 +62,11 @@ def count_indexed(sd: Mapping[str, Tensor], prefix: str) -> int:
     return n
 
 
-def load_strict(model: nn.Module, sd: Mapping[str, Tensor], what: str, dtype) -> nn.Module:
-    """Strict load with a readable error; ``assign`` lets a meta-device model take the file's
-    tensors without a second copy in memory."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(sd))
-    extra = sorted(set(sd) - set(own))
-    wrong = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-             for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
-    if missing or extra or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
-        if extra:
-            parts.append(f"{len(extra)} unexpected keys (e.g. {', '.join(extra[:3])})")
-        if wrong:
-            parts.append(f"{len(wrong)} shape mismatches (e.g. {'; '.join(wrong[:2])})")
-        raise WeightsError(f"{what} weights do not match the model: {'; '.join(parts)}. "
-                           "The file is probably a different model or damaged; download it again")
+def load_strict(model: nn.Module, sd: Mapping[str, Tensor], *, what: str, source,
+                dtype) -> nn.Module:
+    """Strict load (``what``: the model, for messages; ``source``: where ``sd`` came from);
+    ``assign`` lets a meta-device model take the file's tensors without a second copy."""
+    check_keys(sd, model.state_dict(), what=what, source=source)
     if dtype is None:  # keep the file's precision (the released files are float32)
         dtype = next((v.dtype for v in sd.values() if v.is_floating_point()), torch.float32)
     sd = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in sd.items()}

@@ -17,26 +17,14 @@ from typing import Mapping, Optional
 import torch
 from torch import Tensor
 
-from ..checkpoint import SAFETENSORS_EXT, read_state_dict, write_safetensors, write_torch
+from ..checkpoint import (SAFETENSORS_EXT, read_state_dict, source_name, write_safetensors,
+                          write_torch)
 from ..errors import ConfigError, WeightsError
 from .network import STALE_KEYS, MMAudioNetwork
+from .state_dict import check_keys, describe
 from .variants import MODES, NetworkConfig, variant_name
 
 ANCHOR = "audio_input_proj.0.weight"
-
-
-def _describe_foreign(keys: list[str]) -> str:
-    """A guess at what a non-network file is, from its key names."""
-    joined = " ".join(keys[:2000])
-    if "data_mean" in keys or "data_std" in keys or ("encoder." in joined and "decoder." in joined):
-        return "it looks like an MMAudio VAE file (v1-16.pth / v1-44.pth)"
-    if "generator" in keys or re.search(r"\b(conv_pre|ups\.\d|resblocks\.\d|conv_post)", joined):
-        return "it looks like a vocoder (BigVGAN) file"
-    if "vfeat_extractor" in joined:
-        return "it looks like the Synchformer file"
-    if "token_embedding.weight" in keys or "visual.proj" in keys or "logit_scale" in keys:
-        return "it looks like a CLIP model file"
-    return f"its keys start with {sorted(keys)[:5]}"
 
 
 def _strip_prefix(sd: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -64,8 +52,8 @@ def detect_network_config(state_dict: Mapping[str, Tensor]) -> tuple[str, Networ
     keys = list(sd)
     if ANCHOR not in sd:
         raise WeightsError("this file is not an MMAudio flow network (no 'audio_input_proj' "
-                           f"weights): {_describe_foreign(keys)}. Pick a mmaudio_*.pth network "
-                           "file (e.g. mmaudio_large_44k_v2.pth)")
+                           f"weights): it looks like {describe(keys)}. Pick a mmaudio_*.pth "
+                           "network file (e.g. mmaudio_large_44k_v2.pth)")
     try:
         hidden, latent_dim, _ = sd[ANCHOR].shape
         head_dim = sd["joint_blocks.0.latent_block.attn.q_norm.weight"].shape[0]
@@ -105,26 +93,12 @@ def detect_network_config(state_dict: Mapping[str, Tensor]) -> tuple[str, Networ
     return variant_name(config), config
 
 
-def _check_keys(sd: Mapping[str, Tensor], net: MMAudioNetwork, what: str) -> None:
-    expected = net.state_dict()
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {missing[:4]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:4]})")
-        raise WeightsError(f"{what} does not match the MMAudio network it describes: "
-                           f"{'; '.join(parts)} keys. The file is damaged or from another model")
-    bad = [f"{k} {tuple(sd[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
-           if tuple(sd[k].shape) != tuple(v.shape)]
-    if bad:
-        raise WeightsError(f"{what} has {len(bad)} tensors with unexpected shapes, e.g. "
-                           f"{bad[:3]}. The file is damaged or from another model")
+def _check_keys(sd: Mapping[str, Tensor], net: MMAudioNetwork, source) -> None:
+    check_keys(sd, net.state_dict(), what="the MMAudio network it describes", source=source)
     nonfloat = [k for k, v in sd.items() if not v.is_floating_point()]
     if nonfloat:
-        raise WeightsError(f"{what} holds non-float tensors {nonfloat[:3]}: not a network file")
+        raise WeightsError(f"{source_name(source)} holds non-float tensors {nonfloat[:3]}: not a "
+                           "network file")
 
 
 def load_network(source, *, expect_mode: Optional[str] = None,
@@ -137,11 +111,9 @@ def load_network(source, *, expect_mode: Optional[str] = None,
     ``dtype`` None means float32 whatever the file holds (fp16/bf16 files are upcast). The
     network is returned in eval mode on the CPU with requires_grad off.
     """
-    if isinstance(source, Mapping):
-        sd, what = dict(source), "the state dict"
-    else:
-        sd, what = read_state_dict(source), str(source)
-    sd = _strip_prefix(sd)
+    # unwrap "generator" so that a vocoder file given here is named as such
+    sd = _strip_prefix(read_state_dict(source, unwrap=("generator",)))
+    what = source_name(source)
     for k in STALE_KEYS:  # stale non-persistent tables; the official loader drops them too
         sd.pop(k, None)
     try:
@@ -156,7 +128,7 @@ def load_network(source, *, expect_mode: Optional[str] = None,
                           f"mode was selected; use the {config.mode} VAE/vocoder or another file")
     with torch.device("meta"):
         net = MMAudioNetwork(config, duration=duration)
-    _check_keys(sd, net, what)
+    _check_keys(sd, net, source)
     target = dtype or torch.float32
     net.load_state_dict({k: v.to(target) for k, v in sd.items()}, strict=True, assign=True)
     net._build_tables()  # the non-persistent tables were built on the meta device

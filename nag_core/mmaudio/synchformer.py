@@ -18,10 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..checkpoint import write_torch
+from ..checkpoint import read_state_dict, write_torch
 from ..errors import MediaError, WeightsError
-from .encoder_common import (PackedSelfAttention, as_state_dict, count_indexed, infer_heads,
-                             load_strict, require_keys, seeded_init)
+from .encoder_common import (PackedSelfAttention, count_indexed, infer_heads, load_strict,
+                             seeded_init)
+from .state_dict import require_keys
 
 PREFIX = "vfeat_extractor."
 SEGMENT_STRIDE = 8  # MMAudio: 16-frame segments overlapping by half
@@ -52,11 +53,13 @@ class SynchformerConfig:
         return self.grid * self.patch_size
 
     @classmethod
-    def from_state_dict(cls, sd: Mapping[str, Tensor], heads: int | None = None
-                        ) -> "SynchformerConfig":
+    def from_state_dict(cls, sd: Mapping[str, Tensor], heads: int | None = None, *,
+                        source=None) -> "SynchformerConfig":
+        """``source``: where ``sd`` came from, for error messages."""
         require_keys(sd, ("patch_embed_3d.proj.weight", "pos_embed", "temp_embed",
                           "blocks.0.mlp.fc1.weight", "spatial_attn_agg.linear1.weight"),
-                     "Synchformer (vfeat_extractor)", EXPECTED_FILE)
+                     what="a Synchformer (vfeat_extractor) state dict",
+                     source=sd if source is None else source, expected=EXPECTED_FILE)
         width, _, t_patch, patch, _ = sd["patch_embed_3d.proj.weight"].shape
         patches = sd["pos_embed"].shape[1] - 1
         grid = int(round(patches ** 0.5))
@@ -242,11 +245,12 @@ def load_synchformer(source, dtype: torch.dtype | None = None, *, heads: int | N
     """The visual encoder from ``synchformer_state_dict.pth`` (the whole released Synchformer:
     only ``vfeat_extractor.*`` is kept), a stripped state dict, or a path to either. Loaded
     strictly; ``dtype`` None keeps the file's precision."""
-    sd = _strip_prefix(as_state_dict(source, "Synchformer"))
-    cfg = SynchformerConfig.from_state_dict(sd, heads)
+    sd = _strip_prefix(read_state_dict(source, unwrap=("state_dict",)))
+    cfg = SynchformerConfig.from_state_dict(sd, heads, source=source)
     with torch.device("meta"):
         model = Synchformer(cfg)
-    return load_strict(model, sd, "Synchformer", dtype).to(device)
+    return load_strict(model, sd, what="the Synchformer it describes", source=source,
+                       dtype=dtype).to(device)
 
 
 def tiny_synchformer(seed: int = 0, *, width: int = 128, depth: int = 2) -> Synchformer:

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..checkpoint import write_safetensors, write_torch
+from ..checkpoint import read_state_dict, source_name, write_safetensors, write_torch
 from ..errors import WeightsError
-from ._weights import check_finite, check_keys, describe, read_flat, source_name
+from .state_dict import check_finite, check_keys, describe
 
 CH_MULT = (1, 2, 4)
 NUM_RES_BLOCKS = 2
@@ -319,7 +319,8 @@ def load_vae(source, *, expect_mode: str | None = None, need_encoder: bool = Tru
     re-normalise the MPConv1D weights, and return an eval-mode VAE without gradients.
     ``need_encoder=False`` drops the encoder (decode only). ``expect_mode`` ('16k'/'44k') rejects
     a VAE of the other mode."""
-    sd = read_flat(source, unwrap=("generator",))  # unwrap so a vocoder file is named as such
+    # unwrap "generator" so that a vocoder file given here is named as such
+    sd = read_state_dict(source, unwrap=("generator",))
     data_dim, embed_dim, hidden_dim = infer_vae_dims(sd, source)
     mode = MODE_OF_DATA_DIM.get(data_dim)
     if expect_mode is not None and mode != expect_mode:
