@@ -124,3 +124,12 @@ def test_tiny_vae_round_trip(tmp_path, mode, ext):
                        vae.state_dict()["decoder.conv_in.weight"])
     assert not torch.equal(tiny_vae(mode, 6).state_dict()["decoder.conv_in.weight"],
                            vae.state_dict()["decoder.conv_in.weight"])
+
+
+def test_vae_with_wrong_rank_tensor_is_a_weights_error():
+    from nag_core.errors import WeightsError
+    from nag_core.mmaudio.vae import load_vae, tiny_vae, vae_checkpoint_state
+    sd = dict(vae_checkpoint_state(tiny_vae("16k")))
+    sd["decoder.conv_in.weight"] = sd["decoder.conv_in.weight"].flatten()
+    with pytest.raises(WeightsError, match="not an MMAudio VAE"):
+        load_vae(sd)

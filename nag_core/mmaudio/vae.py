@@ -307,7 +307,7 @@ def infer_vae_dims(sd: Mapping[str, Tensor], source="the state dict") -> tuple[i
     try:
         data_dim = sd["data_mean"].shape[1]
         four_hd, embed_dim = sd["decoder.conv_in.weight"].shape[:2]
-    except (KeyError, IndexError):
+    except (KeyError, IndexError, ValueError):  # ValueError: a tensor of the wrong rank
         raise WeightsError(f"{source_name(source)} is not an MMAudio VAE: it looks like "
                            f"{describe(sd)}") from None
     return int(data_dim), int(embed_dim), int(four_hd) // CH_MULT[-1]
