@@ -1,8 +1,10 @@
-"""Plain MMAudio generation in latent space: starting noise and Euler sampling with CFG.
+"""Generation in latent space: starting noise and Euler sampling with CFG, NAG and the
+negative-prompt baseline.
 
 The guided velocity is computed with ONE batched network call per step: the conditions are
-stacked in the branch order [uncond, cond] (``Conditions.cat([empty, cond])``) and the latent is
-repeated accordingly (``nag_core.sampling.batched_branches``).
+stacked in the branch order [uncond, cond] (``Conditions.cat([empty, cond])``), or
+[uncond, cond, ctrl] for NAG, and the latent is repeated accordingly
+(``nag_core.sampling.batched_branches``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .guidance import cfg
+from .controlnet import NAGControlNet
+from .errors import ConfigError
+from .guidance import ALPHA_DEFAULT, BETA_DEFAULT, cfg, nag
 from .mmaudio.network import Conditions, MMAudioNetwork
 from .sampling import StepCallback, Velocity, batched_branches, euler
 
@@ -46,3 +50,68 @@ def sample_cfg(network: MMAudioNetwork, conditions: Conditions, empty_conditions
     apply ``network.unnormalize`` before the VAE)."""
     velocity = cfg_velocity(network, conditions, empty_conditions, cfg_strength)
     return euler(velocity, x0, steps, callback)
+
+
+# ----------------------------------------------------------------- NAG (step k >= 2) and baselines
+
+def _batch_conditions(name: str, c: Conditions, batch: int) -> Conditions:
+    if c.batch_size == batch:
+        return c
+    if c.batch_size == 1:
+        return c.expand(batch)
+    raise ConfigError(f"{name} have batch {c.batch_size}, the noise has batch {batch}")
+
+
+def nag_velocity(network: MMAudioNetwork, controlnet: NAGControlNet, conditions: Conditions,
+                 empty_conditions: Conditions, control_conditions: Conditions, x_cond: Tensor,
+                 batch: int, alpha: float = ALPHA_DEFAULT, beta: float = BETA_DEFAULT) -> Velocity:
+    """The NAG velocity (paper Eq. 9) as velocity(x, t), ONE network call per step over the
+    branches [uncond (∅,∅), cond (V,C_k), ctrl (V,∅)+ControlNet(x_cond)]; the ControlNet hook
+    applies to the ctrl rows [2B, 3B) only. Conditions of batch 1 are expanded to ``batch``."""
+    stacked = Conditions.cat([_batch_conditions("empty conditions", empty_conditions, batch),
+                              _batch_conditions("conditions", conditions, batch),
+                              _batch_conditions("control conditions", control_conditions, batch)])
+    if x_cond.dim() != 3 or x_cond.shape[0] not in (1, batch):
+        raise ConfigError(f"x_cond has shape {tuple(x_cond.shape)}; expected (1 or {batch}, N, C)")
+    hook = controlnet.hook(x_cond, slice(2 * batch, 3 * batch))
+    return batched_branches(lambda x, t: network.predict_flow(x, t, stacked, control=hook), 3,
+                            lambda uncond, cond, ctrl: nag(uncond, cond, ctrl, alpha, beta))
+
+
+def sample_nag(network: MMAudioNetwork, controlnet: NAGControlNet, conditions: Conditions,
+               empty_conditions: Conditions, control_conditions: Conditions,
+               x_cond: Optional[Tensor], x0: Tensor, steps: int, alpha: float = ALPHA_DEFAULT,
+               beta: float = BETA_DEFAULT, callback: Optional[StepCallback] = None) -> Tensor:
+    """Step k >= 2 of step-by-step generation: Euler from noise x0 to the normalized latent x1
+    with Negative Audio Guidance
+
+        u = u(∅,∅) + α (u(V,C_k) − u(∅,∅)) + β (u(V,C_k) − u_ctrl(V,∅,x_cond)).
+
+    ``conditions`` = preprocessed (V, C_k), ``empty_conditions`` = the network's empty
+    conditions, ``control_conditions`` = preprocessed (V, empty-string text), ``x_cond`` = the
+    clean normalized latent of the mix of the earlier tracks (1 or B rows).
+
+    ``beta == 0`` (the paper's independent-generation baseline) and ``x_cond is None`` (step 1, no
+    earlier track) are plain CFG with ``alpha``: delegated to :func:`sample_cfg`, so the result is
+    the CFG result bit-for-bit (the 2-branch batch; a 3-branch batch would round differently).
+    """
+    if beta == 0 or x_cond is None:
+        return sample_cfg(network, conditions, empty_conditions, x0, steps, alpha, callback)
+    velocity = nag_velocity(network, controlnet, conditions, empty_conditions, control_conditions,
+                            x_cond, x0.shape[0], alpha, beta)
+    return euler(velocity, x0, steps, callback)
+
+
+def sample_negative_prompt(network: MMAudioNetwork, conditions: Conditions,
+                           negative_conditions: Conditions, x0: Tensor, steps: int,
+                           cfg_strength: float = ALPHA_DEFAULT,
+                           callback: Optional[StepCallback] = None) -> Tensor:
+    """The paper's negative-prompt baseline for step k: CFG whose unconditional branch has the
+    empty video and, as text, the CLIP encoding of the earlier prompts. It is :func:`sample_cfg`
+    with other empty conditions; build them with
+
+        text = ", ".join(earlier prompts)            # nag_core.guidance.negative_prompt_text
+        negative_conditions = network.get_empty_conditions(
+            B, negative_text_features=clip_text_features(text))   # (1 or B, 77, text_dim)
+    """
+    return sample_cfg(network, conditions, negative_conditions, x0, steps, cfg_strength, callback)
