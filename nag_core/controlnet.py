@@ -263,8 +263,11 @@ class NAGControlNet(nn.Module):
 
 # --------------------------------------------------------------------------- training API
 def trainable_parameters(controlnet: NAGControlNet) -> list[nn.Parameter]:
-    """The parameters an optimiser should update: every ControlNet parameter (never the base)."""
-    return [p for p in controlnet.parameters() if p.requires_grad]
+    """The parameters an optimiser should update: every ControlNet parameter (never the base).
+    Switches requires_grad on, so a ControlNet from :func:`load_controlnet` (inference: frozen)
+    can resume training."""
+    controlnet.requires_grad_(True)
+    return list(controlnet.parameters())
 
 
 def controlnet_flow(network: MMAudioNetwork, controlnet: NAGControlNet, x_t: Tensor, t: Tensor,
@@ -325,7 +328,9 @@ def check_compatible(config: ControlNetConfig, network: MMAudioNetwork,
 def load_controlnet(path: str | os.PathLike, network: MMAudioNetwork,
                     base_variant: Optional[str] = None) -> NAGControlNet:
     """Read a ControlNet written by :func:`save_controlnet` and place it on ``network``'s device
-    and dtype. ``base_variant`` names the loaded MMAudio in messages (default: detected)."""
+    and dtype, in eval mode with requires_grad off (for inference; call
+    :func:`trainable_parameters` to train it further). ``base_variant`` names the loaded MMAudio
+    in messages (default: the released variant its config equals, else "custom")."""
     obj, meta = read_checkpoint(path)
     config = _read_config(path, meta)
     check_compatible(config, network, base_variant)
@@ -343,4 +348,4 @@ def load_controlnet(path: str | os.PathLike, network: MMAudioNetwork,
         raise WeightsError(f"{path} has tensors of unexpected shapes, e.g. {bad[0]} "
                            f"{tuple(obj[bad[0]].shape)} (expected {tuple(expected[bad[0]].shape)})")
     net.load_state_dict(obj)
-    return net.to(dtype=network.dtype)
+    return net.to(dtype=network.dtype).eval().requires_grad_(False)

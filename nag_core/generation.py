@@ -94,12 +94,14 @@ def sample_nag(network: MMAudioNetwork, controlnet: NAGControlNet, conditions: C
     ``beta == 0`` (the paper's independent-generation baseline) and ``x_cond is None`` (step 1, no
     earlier track) are plain CFG with ``alpha``: delegated to :func:`sample_cfg`, so the result is
     the CFG result bit-for-bit (the 2-branch batch; a 3-branch batch would round differently).
+    Runs without autograd: a trainable ControlNet would otherwise chain a graph through all steps.
     """
     if beta == 0 or x_cond is None:
         return sample_cfg(network, conditions, empty_conditions, x0, steps, alpha, callback)
-    velocity = nag_velocity(network, controlnet, conditions, empty_conditions, control_conditions,
-                            x_cond, x0.shape[0], alpha, beta)
-    return euler(velocity, x0, steps, callback)
+    with torch.no_grad():
+        velocity = nag_velocity(network, controlnet, conditions, empty_conditions,
+                                control_conditions, x_cond, x0.shape[0], alpha, beta)
+        return euler(velocity, x0, steps, callback)
 
 
 def sample_negative_prompt(network: MMAudioNetwork, conditions: Conditions,

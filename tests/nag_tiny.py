@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from nag_core.controlnet import ControlNetConfig, NAGControlNet
-from nag_core.mmaudio.network import Conditions, MMAudioNetwork, randomize_parameters_
+from nag_core.mmaudio.network import MMAudioNetwork, randomize_parameters_
 from nag_core.mmaudio.variants import tiny_config
 
 DURATION = 1.0  # 32 latent tokens at 16k: fast, still the real structure

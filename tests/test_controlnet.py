@@ -220,3 +220,13 @@ def test_gradients_only_reach_controlnet_and_base_stays_identical():
         opt.step()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in params)
     _assert_same_state(net, before)
+
+
+def test_loaded_controlnet_is_frozen_until_trained(tmp_path):
+    net = tiny_network()
+    path = tmp_path / "cn.safetensors"
+    save_controlnet(controlnet(net), path)
+    loaded = load_controlnet(path, net)
+    assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
+    params = trainable_parameters(loaded)  # resume training
+    assert params and all(p.requires_grad for p in params)

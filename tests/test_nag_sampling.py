@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from nag_core.controlnet import controlnet_flow
-from nag_core.generation import (nag_velocity, sample_cfg, sample_nag, sample_negative_prompt)
-from nag_core.guidance import cfg
+from nag_core.generation import nag_velocity, sample_cfg, sample_nag, sample_negative_prompt
 from nag_core.mmaudio.network import Conditions
 from nag_core.sampling import euler
 
@@ -142,3 +141,9 @@ def test_negative_prompt_is_cfg_with_negative_text(setup):
     got = sample_negative_prompt(net, cond, negative, x0, STEPS, ALPHA)
     assert torch.equal(got, sample_cfg(net, cond, negative, x0, STEPS, ALPHA))
     assert (got - sample_cfg(net, cond, empty, x0, STEPS, ALPHA)).abs().max() > 1e-4
+
+
+def test_sampling_builds_no_graph_with_a_trainable_controlnet(setup):
+    net, cond, empty, ctrl, x0, xc = setup
+    cn = controlnet(net, nonzero=True)  # requires_grad on, as during training
+    assert not sample_nag(net, cn, cond, empty, ctrl, xc, x0, 2).requires_grad
