@@ -75,8 +75,10 @@ def _run_extract(a, progress: bool) -> None:
 
     from ..weights import find_model_files, load_model_files
     from .extract import ModelSegmentEncoder, extract, models_fingerprint
+    from .data import discover
     from .loop import resolve_device
 
+    discover(a.data)  # an empty data folder fails before gigabytes of weights are loaded
     files = find_model_files(a.models, a.variant)
     device = resolve_device(getattr(a, "device", "auto"))
     model = load_model_files(files, device=device, dtype=torch.float32)
@@ -142,7 +144,6 @@ def main(argv=None) -> int:
             _run_synth(args)
         else:
             _run_extract(args, progress)
-            args.variant = args.variant
             _run_fit(args, progress)
     except NAGFoleyError as e:
         print(f"error: {e}", file=sys.stderr)
