@@ -110,7 +110,8 @@ class ControlNetConfig:
                     mode=config.mode, v2=bool(config.v2), base_depth=config.depth,
                     base_variant=base_variant or variant_name(config))
 
-    def bound_to(self, config: NetworkConfig, base_variant: Optional[str] = None) -> "ControlNetConfig":
+    def bound_to(self, config: NetworkConfig,
+                 base_variant: Optional[str] = None) -> "ControlNetConfig":
         """This config with the base fields of ``config``; base fields already set must agree."""
         facts = self.base_facts(config, base_variant)
         for key, value in facts.items():

@@ -69,26 +69,26 @@ class MMAudioModel(nn.Module):
         """Parts of different modes or widths fail here, with names, not deep in a matmul."""
         cfg = self.network.config
         problems = []
-        vae_dim = getattr(self.vae, "embed_dim", cfg.latent_dim)
+        vae_dim = self.vae.embed_dim
         if vae_dim != cfg.latent_dim:
             problems.append(f"the VAE has {vae_dim} latent channels but the network expects "
                             f"{cfg.latent_dim} ({cfg.mode})")
-        n_mels = getattr(self.vae, "data_dim", self.mel.n_mels)
+        n_mels = self.vae.data_dim
         if n_mels != self.mel.n_mels:
             problems.append(f"the VAE works on {n_mels} mel bands; a {cfg.mode} model needs "
                             f"{self.mel.n_mels}")
-        voc_mels = getattr(self.vocoder, "num_mels", n_mels)
+        voc_mels = self.vocoder.config.num_mels
         if voc_mels != n_mels:
             problems.append(f"the vocoder takes {voc_mels} mel bands, the VAE makes {n_mels}")
-        clip_dim = getattr(getattr(self.clip, "cfg", None), "embed_dim", cfg.clip_dim)
+        clip_dim = self.clip.cfg.embed_dim
         if clip_dim != cfg.clip_dim:
             problems.append(f"CLIP image features are {clip_dim} wide, the network expects "
                             f"{cfg.clip_dim}")
-        text_dim = getattr(getattr(self.clip, "cfg", None), "text_width", cfg.text_dim)
+        text_dim = self.clip.cfg.text_width
         if text_dim != cfg.text_dim:
             problems.append(f"CLIP text features are {text_dim} wide, the network expects "
                             f"{cfg.text_dim}")
-        sync_dim = getattr(getattr(self.synchformer, "cfg", None), "embed_dim", cfg.sync_dim)
+        sync_dim = self.synchformer.cfg.width
         if sync_dim != cfg.sync_dim:
             problems.append(f"Synchformer features are {sync_dim} wide, the network expects "
                             f"{cfg.sync_dim}")

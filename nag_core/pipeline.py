@@ -79,6 +79,8 @@ def generate_track(model: MMAudioModel, features: VideoFeatures, settings: StepS
     conditions = net.preprocess_conditions(clip_f, sync_f, text)
 
     method = "cfg" if condition_mix is None else settings.method
+    if method == "nag" and settings.beta == 0:
+        method = "independent"  # Eq. 9 with beta = 0 is plain CFG, bit for bit
     negatives = [settings.negative_text] if settings.negative_text.strip() else []
     if method == "negative_prompt":
         negatives = [negative_prompt_text(earlier_prompts)] + negatives
@@ -92,7 +94,7 @@ def generate_track(model: MMAudioModel, features: VideoFeatures, settings: StepS
     callback = (lambda i, n, _x: progress(i, n)) if progress else None
 
     with torch.no_grad():
-        if method == "nag" and settings.beta != 0:
+        if method == "nag":
             if controlnet is None:
                 raise ConfigError("NAG needs ControlNet weights (NAGControlNetLoader / "
                                   "--controlnet); without them choose 'negative_prompt' or "

@@ -25,8 +25,8 @@ TINY_CLIP_EMBED, TINY_TEXT_WIDTH, TINY_SYNC_WIDTH = 48, 128, 128
 
 def tiny_network_config(mode: str):
     from .mmaudio.variants import NetworkConfig, MODES
-    return NetworkConfig(latent_dim=MODES[mode].latent_dim, hidden_dim=64, num_heads=1, depth=3,
-                         fused_depth=1, clip_dim=TINY_CLIP_EMBED, sync_dim=TINY_SYNC_WIDTH,
+    return NetworkConfig(latent_dim=MODES[mode].latent_dim, hidden_dim=64, num_heads=1, depth=4,
+                         fused_depth=2, clip_dim=TINY_CLIP_EMBED, sync_dim=TINY_SYNC_WIDTH,
                          text_dim=TINY_TEXT_WIDTH, v2=(mode == "44k"), mode=mode)
 
 
@@ -74,7 +74,7 @@ def write_smoke_models(folder, modes=("16k",), seed: int = 0) -> list[Path]:
         if mode == "44k":
             import json
             cfg = root / BIGVGAN_44K_DIR / "config.json"
-            cfg.write_text(json.dumps(voc.config.to_json_dict(), indent=2))
+            cfg.write_text(json.dumps(voc.config.to_dict(), indent=2))
             written.append(cfg)
     p = root / SYNCHFORMER_FILE.relpath
     save_synchformer(tiny_synchformer(seed=seed + 4, width=TINY_SYNC_WIDTH), p)

@@ -1,4 +1,4 @@
-"""NAG sampling: one network call per step, β = 0 is CFG, closed form, ControlNet on ctrl rows only."""
+"""NAG sampling: one call per step, β = 0 is CFG, the closed form, ControlNet on ctrl rows only."""
 
 from __future__ import annotations
 
@@ -88,13 +88,12 @@ def test_nag_equals_closed_form(nonzero):
     # zero-init: u_ctrl is u(V, ∅) itself; nonzero: u_ctrl from a separate ControlNet call
     separate = _closed_form(net, cn, cond, empty, ctrl, xc, use_controlnet=nonzero)
     x = latent(net, B, 31).double()
-    for t in (0.0, 0.5, 0.9):
-        t = torch.tensor(t)
-        torch.testing.assert_close(batched(x, t), separate(x, t), rtol=0, atol=1e-5)
-    got = sample_nag(net, cn, cond, empty, ctrl, xc, x0, STEPS, ALPHA, BETA)
-    torch.testing.assert_close(got, euler(separate, x0, STEPS), rtol=0, atol=1e-5)
+    t = torch.tensor(0.7)
+    torch.testing.assert_close(batched(x, t), separate(x, t), rtol=0, atol=1e-5)
+    got = sample_nag(net, cn, cond, empty, ctrl, xc, x0, 2, ALPHA, BETA)
+    torch.testing.assert_close(got, euler(separate, x0, 2), rtol=0, atol=1e-5)
     if nonzero:  # a trained-looking ControlNet really moves the result away from CFG
-        assert (got - sample_cfg(net, cond, empty, x0, STEPS, ALPHA)).abs().max() > 1e-3
+        assert (got - sample_cfg(net, cond, empty, x0, 2, ALPHA)).abs().max() > 1e-3
 
 
 @torch.no_grad()

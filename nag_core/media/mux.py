@@ -1,0 +1,148 @@
+"""Putting generated audio into a copy of a video: packets of the video stream are copied as they
+are (no re-encoding, no quality loss), the new audio replaces any existing audio track."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import av
+import torch
+
+from ..errors import ConfigError, MediaError
+from ..resample import resample
+from ._container import check_file, open_input, stream_length, time_origin, video_stream
+from ._files import check_not_input, discard, finish_atomic, prepare_output, temp_beside
+from .audio import _as_channels_first, encode_frames
+from .frames import check_times
+
+# container -> (audio codec, sample rates it accepts or None for any)
+_AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
+_AUDIO_FOR = {".mp4": "aac", ".m4v": "aac", ".mov": "aac", ".mkv": "aac", ".webm": "libopus"}
+
+
+def _audio_plan(suffix: str, sr: int) -> tuple[str, int]:
+    codec = _AUDIO_FOR.get(suffix.lower())
+    if codec is None:
+        raise ConfigError(f"cannot write a video with the extension {suffix!r}; use one of "
+                          f"{', '.join(sorted(_AUDIO_FOR))}")
+    if codec == "libopus":
+        return codec, 48000  # Opus only runs at 48 kHz in practice
+    return codec, sr if sr in _AAC_RATES else 48000
+
+
+def mux_audio_into_video(video_path, wave, sample_rate: int, out_path, start: float = 0.0) -> str:
+    """Write ``out_path``: the video of ``video_path`` with ``wave`` ((C, T) or (T,) float in
+    [-1, 1] at ``sample_rate``) as its only audio track, beginning ``start`` seconds into the video.
+
+    The video stream is copied packet by packet (re-encoded only if the output container cannot
+    hold its codec); audio beyond the end of the video is cut so the length is unchanged. The
+    output is written under a temporary name in the destination folder and renamed at the end;
+    the input is never modified. Returns the output path as a string.
+    """
+    src = check_file(video_path, "video")
+    out = prepare_output(out_path)
+    check_not_input(out, [src])
+    check_times(start, None)
+    w = _as_channels_first(wave)
+    if w.shape[0] > 2:
+        w = w.mean(0, keepdim=True)
+    codec, rate = _audio_plan(out.suffix, int(sample_rate))
+    if rate != int(sample_rate):
+        w = resample(w, int(sample_rate), rate)
+    tmp = temp_beside(out)
+    try:
+        _write(src, out, tmp, w, rate, codec, Fraction(repr(float(start))))
+        finish_atomic(tmp, out)
+    except av.FFmpegError as e:
+        discard(tmp)
+        raise MediaError(f"could not write {out}: FFmpeg: {e.strerror or e}") from None
+    except BaseException:
+        discard(tmp)
+        raise
+    return str(out)
+
+
+def _write(src, out, tmp, wave: torch.Tensor, rate: int, codec: str, start: Fraction) -> None:
+    inp = open_input(src, "video")
+    try:
+        vin = video_stream(inp, src)
+        origin = time_origin(inp)
+        length = stream_length(inp, vin)
+        if length is not None and float(start) >= length:
+            raise ConfigError(f"start {float(start):g} s is past the end of the video ({length:.3f} s)")
+        if length is not None:  # keep the video's length: cut audio that runs past its end
+            wave = wave[:, :max(0, int(math.floor((length - float(start)) * rate)))]  # before the lead-in
+        with av.open(str(tmp), "w") as dst:
+            try:
+                vout = dst.add_stream_from_template(vin)
+                copy = True
+            except (av.FFmpegError, ValueError):
+                copy = False
+            if not copy:
+                vout = _reencode_stream(dst, vin)
+            aout = dst.add_stream(codec, rate=rate)
+            aout.layout = "mono" if wave.shape[0] == 1 else "stereo"
+            # Lead with silence up to `start` rather than starting the track late: MP4 stores a
+            # late start as an edit in milliseconds (up to ~1 ms off); silence is sample-exact.
+            lead = int(round(start * rate))
+            wave = torch.nn.functional.pad(wave, (lead, 0))
+            audio_packets = _encode_audio(aout, wave, rate, int(round(origin * rate)))
+            _copy_video_with_audio(inp, vin, dst, vout, copy, audio_packets)
+    finally:
+        inp.close()
+
+
+def _encode_audio(aout, wave, rate, pts0):
+    fmt = aout.codec_context.format.name if aout.codec_context.format else "fltp"
+    packets = []
+    for frame in encode_frames(wave, rate, fmt, chunk=aout.codec_context.frame_size or 1024, pts0=pts0):
+        packets.extend(aout.encode(frame))
+    packets.extend(aout.encode())
+    return packets
+
+
+def _packet_time(packet) -> float:
+    ts = packet.dts if packet.dts is not None else packet.pts
+    return float(ts * packet.time_base) if ts is not None and packet.time_base else 0.0
+
+
+def _copy_video_with_audio(inp, vin, dst, vout, copy: bool, audio_packets) -> None:
+    """Interleave by time so the muxer never buffers a whole stream."""
+    ai = 0
+    for packet in inp.demux(vin):
+        if packet.dts is None and packet.pts is None:
+            continue  # demuxer flush packet
+        t = _packet_time(packet)
+        while ai < len(audio_packets) and _packet_time(audio_packets[ai]) <= t:
+            dst.mux(audio_packets[ai])
+            ai += 1
+        if copy:
+            packet.stream = vout
+            dst.mux(packet)
+        else:
+            for frame in packet.decode():
+                for p in vout.encode(frame):
+                    dst.mux(p)
+    if not copy:
+        for p in vout.encode():
+            dst.mux(p)
+    for p in audio_packets[ai:]:
+        dst.mux(p)
+
+
+def _reencode_stream(dst, vin):
+    """Re-encode when the output container cannot take the input codec as is: VP9 for WebM,
+    H.264 elsewhere."""
+    rate = vin.average_rate or vin.guessed_rate or 25
+    if "webm" in dst.format.name:
+        codec = "libvpx-vp9"
+    else:
+        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+    vout = dst.add_stream(codec, rate=rate)
+    vout.width = vin.codec_context.width // 2 * 2
+    vout.height = vin.codec_context.height // 2 * 2
+    vout.pix_fmt = "yuv420p"
+    vout.time_base = vin.time_base
+    vout.codec_context.time_base = vin.time_base
+    return vout
