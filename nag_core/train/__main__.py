@@ -71,19 +71,15 @@ def _config(a) -> TrainConfig:
 
 
 def _run_extract(a, progress: bool) -> None:
-    import torch
-
-    from ..weights import find_model_files, load_model_files
-    from .extract import ModelSegmentEncoder, extract, models_fingerprint
+    from ..weights import find_model_files
     from .data import discover
+    from .extract import ModelSegmentEncoder, extract
     from .loop import resolve_device
 
     discover(a.data)  # an empty data folder fails before gigabytes of weights are loaded
     files = find_model_files(a.models, a.variant)
-    device = resolve_device(getattr(a, "device", "auto"))
-    model = load_model_files(files, device=device, dtype=torch.float32)
-    encoder = ModelSegmentEncoder(model, models_fingerprint(files), cond_lufs=a.cond_lufs)
-    encoder.variant = files.variant  # the name find_model_files knows (tiny test sets: custom)
+    encoder = ModelSegmentEncoder.from_files(files, resolve_device(getattr(a, "device", "auto")),
+                                             a.cond_lufs)
     report = extract(a.data, a.cache, encoder, a.segment_seconds, progress=progress)
     print(report.summary())
 

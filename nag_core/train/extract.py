@@ -85,12 +85,30 @@ class ModelSegmentEncoder:
     inference-time conditioning mix (``MMAudioModel.encode_mix``: mono, model rate, fitted to the
     latent length, mel -> VAE), and ``MMAudioModel.encode_video`` for the video."""
 
-    def __init__(self, model, fingerprint: str, cond_lufs: Optional[float] = DEFAULT_COND_LUFS):
-        self.model = model
-        self.mode = model.mode
-        self.variant = model.variant
+    def __init__(self, model, fingerprint: str, cond_lufs: Optional[float] = DEFAULT_COND_LUFS,
+                 mode: Optional[str] = None, variant: Optional[str] = None):
+        # ``model`` may be a zero-argument callable that loads it: a re-run whose clips are all
+        # cached then never loads gigabytes of weights.
+        self._model = model
+        self.mode = mode or model.mode
+        self.variant = variant or model.variant
         self.cond_lufs = cond_lufs
         self.fingerprint = _digest({"models": fingerprint, "cond_lufs": cond_lufs})
+
+    @classmethod
+    def from_files(cls, files, device="cpu", cond_lufs: Optional[float] = DEFAULT_COND_LUFS
+                   ) -> "ModelSegmentEncoder":
+        """An encoder for located model files (nag_core.weights.ModelFiles), loaded lazily."""
+        from ..weights import load_model_files
+        mode = "16k" if files.variant.endswith("16k") else "44k"
+        return cls(lambda: load_model_files(files, device=device, dtype=torch.float32),
+                   models_fingerprint(files), cond_lufs, mode=mode, variant=files.variant)
+
+    @property
+    def model(self):
+        if callable(self._model) and not isinstance(self._model, torch.nn.Module):
+            self._model = self._model()
+        return self._model
 
     @torch.no_grad()
     def encode_audio(self, path: Path, start: float, seconds: float) -> dict[str, Tensor]:
@@ -248,7 +266,7 @@ def extract(data_dir, cache_dir, encoder: SegmentEncoder,
                         "variant": encoder.variant, "segment_seconds": segment_seconds,
                         "data": str(Path(data_dir).resolve()), "pairs": pairs}
     write_index(cache, index)
-    log.info("extraction: %s", report.summary())
+    log.debug("extraction: %s", report.summary())
     if not pairs:
         raise ConfigError(f"no training pairs from {data_dir}: {report.summary()}. Each clip "
                           f"needs at least {2 * segment_seconds:g} s of audio (two segments)")
