@@ -143,8 +143,18 @@ class ModelSegmentEncoder:
     def encode_video(self, path: Path, start: float, seconds: float) -> dict[str, Tensor]:
         from ..media import decode_video
 
+        from ..mmaudio.variants import sequence_lengths
+
         clip = decode_video(path, start=start, duration=seconds)
+        want = sequence_lengths(self.mode, seconds)
+        if clip.duration < seconds - 1e-6:  # the last segment of a clip may lack a frame or two
+            raise MediaError(f"{path}: only {clip.duration:.3f} s of video at {start:g} s, the "
+                             f"segment needs {seconds:g} s")
         features = self.model.encode_video(clip)
+        got = (features.clip_f.shape[1], features.sync_f.shape[1])
+        if got != (want.clip, want.sync):
+            raise MediaError(f"{path}: the video segment at {start:g} s gave {got} CLIP/"
+                             f"Synchformer tokens, {(want.clip, want.sync)} are needed")
         return {"clip_f": features.clip_f[0].float().cpu().contiguous(),
                 "sync_f": features.sync_f[0].float().cpu().contiguous()}
 
