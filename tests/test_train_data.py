@@ -9,7 +9,9 @@ import pytest
 from nag_core.errors import ConfigError, MediaError
 from nag_core.train.data import (discover, probe_duration, segment_pairs, segment_starts)
 
-from train_helpers import make_audio, make_video
+from train_helpers import make_audio, make_video, single_thread  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_segment_rule_hand_values():

@@ -9,6 +9,10 @@ from nag_core.errors import ConfigError
 from nag_core.train.ema import (PowerEMA, gamma_from_sigma_rel, power_ema_direct,
                                 sigma_rel_from_gamma, solve_weights, synthesize)
 
+from train_helpers import single_thread  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 SIGMAS = (0.05, 0.10)
 
 

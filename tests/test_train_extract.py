@@ -12,7 +12,9 @@ from nag_core.smoke import tiny_network_config
 from nag_core.train.dataset import PairSampler, load_cache
 from nag_core.train.extract import extract
 
-from train_helpers import FakeEncoder, make_audio, make_video
+from train_helpers import FakeEncoder, make_audio, make_video, single_thread  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 SEG = 1.0
 

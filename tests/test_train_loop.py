@@ -16,7 +16,9 @@ from nag_core.train.dataset import load_cache
 from nag_core.train.extract import extract
 from nag_core.train.loop import TrainConfig, Trainer, fit, lr_factor
 
-from train_helpers import FakeEncoder, make_audio, make_video, tiny_base
+from train_helpers import FakeEncoder, make_audio, make_video, tiny_base, single_thread  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 SEG = 1.0
 

@@ -15,7 +15,9 @@ from nag_core.train.extract import ModelSegmentEncoder, extract, read_index
 from nag_core.train.loop import TrainConfig, fit
 from nag_core.weights import find_model_files
 
-from train_helpers import make_audio, make_video
+from train_helpers import make_audio, make_video, single_thread  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 SEG = 2.0  # the smoke set is fast at 2 s; the default (and the real setting) is 4 s
 

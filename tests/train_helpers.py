@@ -8,6 +8,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import pytest
 import numpy as np
 import torch
 
@@ -103,3 +104,13 @@ def tiny_base(seed: int = 1, duration: float = 1.0) -> MMAudioNetwork:
     net = MMAudioNetwork(tiny_network_config("16k"), duration=duration)
     randomize_parameters_(net, seed=seed)
     return net.eval().requires_grad_(False)
+
+
+@pytest.fixture
+def single_thread():
+    """Tiny tensors: extra threads only add synchronisation, which on a busy 2-core CI machine
+    costs far more than it saves."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
