@@ -208,8 +208,8 @@ def soft_empty_cache() -> None:
 
 
 @contextlib.contextmanager
-def model_on_device(module: torch.nn.Module, device: torch.device, offload_to: Optional[torch.device]
-                    ) -> Iterator[torch.nn.Module]:
+def model_on_device(module: torch.nn.Module, device: torch.device,
+                    offload_to: Optional[torch.device]) -> Iterator[torch.nn.Module]:
     """Move ``module`` to ``device`` for the block; afterwards (also after Cancel or an error)
     move it to ``offload_to`` when given, and release cached GPU memory."""
     if device.type != "cpu":

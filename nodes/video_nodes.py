@@ -55,7 +55,9 @@ class LoadVideo:
         return f"{st.st_size}:{st.st_mtime_ns}"
 
     @classmethod
-    def VALIDATE_INPUTS(cls, video, **_):
+    def VALIDATE_INPUTS(cls, video):
+        # Naming only ``video`` skips ComfyUI's combo check for it alone (annotated names such as
+        # "clip.mp4 [input]" are not in the list); min/max checks of the others still apply.
         if not host.input_exists(video):
             return f"video file not found in the input folder: {video}"
         return True

@@ -130,6 +130,11 @@ class MiniComfy:
         return key
 
     def run(self, prompt: dict) -> dict:
+        import torch
+        with torch.inference_mode():  # ComfyUI runs every prompt under inference mode
+            return self._run(prompt)
+
+    def _run(self, prompt: dict) -> dict:
         memo, results = {}, {}
 
         def value(nid):

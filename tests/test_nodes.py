@@ -395,3 +395,46 @@ def test_save_video_with_audio_muxes_a_copy(monkeypatch):
     from nag_core.errors import ConfigError
     with pytest.raises(ConfigError, match="CreateVideo"):
         nodes()["NAGFoley_SaveVideoWithAudio"]().save(frames, audio, "vidtest/out")
+
+
+def test_comfyui_services_are_used_when_present(monkeypatch):
+    """With ComfyUI's modules present (fakes with the real signatures), the sampler reports each
+    Euler step to comfy.utils.ProgressBar and checks for Cancel through model_management."""
+    loaded(monkeypatch)  # the model is loaded before the fakes appear
+    log = []
+
+    class ProgressBar:
+        def __init__(self, total, node_id=None):
+            log.append(("bar", total))
+
+        def update_absolute(self, value, total=None, preview=None):
+            log.append(("update", value, total))
+
+    class Interrupted(Exception):
+        pass
+
+    def throw_exception_if_processing_interrupted():
+        log.append(("check",))
+        if sum(1 for e in log if e[0] == "check") == 3 and cancel:
+            raise Interrupted()
+
+    mm = types.SimpleNamespace(
+        get_torch_device=lambda: torch.device("cpu"),
+        unet_offload_device=lambda: torch.device("cpu"),
+        intermediate_device=lambda: torch.device("cpu"),
+        soft_empty_cache=lambda: log.append(("empty",)),
+        free_memory=lambda n, d: log.append(("free", n)),
+        throw_exception_if_processing_interrupted=throw_exception_if_processing_interrupted)
+    monkeypatch.setitem(sys.modules, "comfy", types.ModuleType("comfy"))
+    monkeypatch.setitem(sys.modules, "comfy.utils", types.SimpleNamespace(ProgressBar=ProgressBar))
+    monkeypatch.setitem(sys.modules, "comfy.model_management", mm)
+    cancel = False
+    sample(monkeypatch, steps=3)
+    assert log == [("bar", 3), ("update", 1, 3), ("check",), ("update", 2, 3), ("check",),
+                   ("update", 3, 3), ("check",)]
+    log.clear()
+    cancel = True
+    with pytest.raises(Interrupted):
+        sample(monkeypatch, steps=3)
+    cancel = False
+    assert sample(monkeypatch, steps=3)["waveform"].shape[-1] == int(DEMO_SECONDS * 16000)
