@@ -1,0 +1,246 @@
+"""Everything the nodes need from ComfyUI, in one place, each with a plain fallback.
+
+Inside ComfyUI these functions use ``folder_paths``, ``comfy.model_management`` and
+``comfy.utils.ProgressBar``. Without ComfyUI (tests, scripts) they fall back to folders named by
+environment variables and to no-ops, so every node runs anywhere. No other module of the pack
+imports ComfyUI.
+
+Fallback folders (only used when ComfyUI is absent):
+* ``NAGFOLEY_MODELS_DIR``: the MMAudio weights (default ``./models/mmaudio``);
+* ``NAGFOLEY_INPUT_DIR``: videos for the loader (default ``./input``);
+* ``NAGFOLEY_OUTPUT_DIR``: saved stems and videos (default ``./output``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import re
+import sys
+from typing import Iterator, Optional
+
+import torch
+
+MODEL_KEY = "mmaudio"  # models/mmaudio: the folder kijai's MMAudio pack uses too
+WEIGHT_EXTENSIONS = {".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".sft"}
+VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".gif", ".mpg", ".mpeg"}
+
+
+def _module(name: str):
+    """The ComfyUI module ``name`` if the host has it, else None.
+
+    Already-imported modules are used as they are (tests put fakes into sys.modules). Anything an
+    import raises counts as "absent": importing comfy.model_management outside a configured
+    server can raise RuntimeError on CPU-only torch (HOST.md)."""
+    mod = sys.modules.get(name)
+    if mod is not None:
+        return mod
+    try:
+        return importlib.import_module(name)
+    except Exception:
+        return None
+
+
+def in_comfyui() -> bool:
+    return _module("folder_paths") is not None
+
+
+# ---------------------------------------------------------------------------- model folders
+def register_model_folder() -> list[str]:
+    """Make ``models/mmaudio`` a ComfyUI model folder restricted to weight files; returns its
+    paths. Adds to, never replaces, what another pack (kijai's) registered under the same key."""
+    fp = _module("folder_paths")
+    if fp is None:
+        folder = os.environ.get("NAGFOLEY_MODELS_DIR") or os.path.join(os.getcwd(), "models",
+                                                                       MODEL_KEY)
+        return [folder]
+    folder = os.path.join(fp.models_dir, MODEL_KEY)
+    os.makedirs(folder, exist_ok=True)
+    known = fp.folder_names_and_paths.get(MODEL_KEY)
+    if known is None:
+        fp.folder_names_and_paths[MODEL_KEY] = ([folder], set(WEIGHT_EXTENSIONS))
+    else:
+        paths, exts = known
+        if folder not in paths:
+            paths.append(folder)
+        if exts:  # an empty set means "any file": keep it, ours is only narrower
+            exts.update(WEIGHT_EXTENSIONS)
+    return list(fp.folder_names_and_paths[MODEL_KEY][0])
+
+
+def model_folders() -> list[str]:
+    return register_model_folder()
+
+
+def list_model_files() -> list[str]:
+    """Relative paths of every weight file in the model folders (sorted, no duplicates)."""
+    fp = _module("folder_paths")
+    if fp is not None:
+        register_model_folder()
+        names = fp.get_filename_list(MODEL_KEY)
+    else:
+        names = []
+        for folder in model_folders():
+            for root, dirs, files in os.walk(folder):
+                dirs[:] = [d for d in dirs if d != ".git"]
+                for f in files:
+                    rel = os.path.relpath(os.path.join(root, f), folder).replace(os.sep, "/")
+                    names.append(rel)
+    return sorted({n.replace(os.sep, "/") for n in names
+                   if os.path.splitext(n)[1].lower() in WEIGHT_EXTENSIONS})
+
+
+def model_path(name: str) -> str:
+    """Absolute path of a file chosen from :func:`list_model_files`."""
+    fp = _module("folder_paths")
+    if fp is not None:
+        register_model_folder()
+        path = fp.get_full_path(MODEL_KEY, name)
+        if path:
+            return path
+    else:
+        for folder in model_folders():
+            path = os.path.join(folder, name)
+            if os.path.isfile(path):
+                return path
+    from nag_core.errors import WeightsError
+    raise WeightsError(f"model file {name!r} was not found in {', '.join(model_folders())}; "
+                       "put it into models/mmaudio (or refresh the node list with R)")
+
+
+# ---------------------------------------------------------------------------- input / output
+def input_directory() -> str:
+    fp = _module("folder_paths")
+    if fp is not None:
+        return fp.get_input_directory()
+    return os.environ.get("NAGFOLEY_INPUT_DIR") or os.path.join(os.getcwd(), "input")
+
+
+def output_directory() -> str:
+    fp = _module("folder_paths")
+    if fp is not None:
+        return fp.get_output_directory()
+    return os.environ.get("NAGFOLEY_OUTPUT_DIR") or os.path.join(os.getcwd(), "output")
+
+
+def list_input_videos() -> list[str]:
+    folder = input_directory()
+    if not os.path.isdir(folder):
+        return []
+    files = [f for f in os.listdir(folder) if os.path.isfile(os.path.join(folder, f))]
+    fp = _module("folder_paths")
+    if fp is not None and hasattr(fp, "filter_files_content_types"):
+        return sorted(fp.filter_files_content_types(files, ["video"]))
+    return sorted(f for f in files if os.path.splitext(f)[1].lower() in VIDEO_EXTENSIONS)
+
+
+def input_path(name: str) -> str:
+    """Absolute path of a file picked in an upload combo ("name", "name [input]", "sub/name")."""
+    fp = _module("folder_paths")
+    if fp is not None and hasattr(fp, "get_annotated_filepath"):
+        return fp.get_annotated_filepath(name)
+    return os.path.join(input_directory(), re.sub(r"\s*\[input\]$", "", name))
+
+
+def input_exists(name: str) -> bool:
+    fp = _module("folder_paths")
+    if fp is not None and hasattr(fp, "exists_annotated_filepath"):
+        return fp.exists_annotated_filepath(name)
+    return os.path.isfile(input_path(name))
+
+
+def save_path(prefix: str) -> tuple[str, str, int, str]:
+    """(folder, base name, next counter, subfolder) for ``prefix`` in the output folder, with
+    ComfyUI's own numbering (``name_00001_...``): files of earlier runs are never reused."""
+    out = output_directory()
+    fp = _module("folder_paths")
+    if fp is not None:
+        folder, name, counter, subfolder, _ = fp.get_save_image_path(prefix, out)
+        return folder, name, counter, subfolder
+    norm = os.path.normpath(prefix)
+    subfolder, name = os.path.dirname(norm), os.path.basename(norm)
+    folder = os.path.join(out, subfolder)
+    if os.path.commonpath((os.path.abspath(out), os.path.abspath(folder))) != os.path.abspath(out):
+        from nag_core.errors import ConfigError
+        raise ConfigError(f"filename_prefix {prefix!r} points outside the output folder")
+    os.makedirs(folder, exist_ok=True)
+    pattern = re.compile(re.escape(name) + r"_(\d+)_")
+    used = [int(m.group(1)) for f in os.listdir(folder) if (m := pattern.match(f))]
+    return folder, name, max(used, default=0) + 1, subfolder
+
+
+# ---------------------------------------------------------------------------- devices
+def torch_device() -> torch.device:
+    mm = _module("comfy.model_management")
+    if mm is not None:
+        return mm.get_torch_device()
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def offload_device() -> torch.device:
+    mm = _module("comfy.model_management")
+    if mm is not None:
+        return mm.unet_offload_device()
+    return torch.device("cpu")
+
+
+def intermediate_device() -> torch.device:
+    mm = _module("comfy.model_management")
+    if mm is not None:
+        return mm.intermediate_device()
+    return torch.device("cpu")
+
+
+def free_memory(num_bytes: int, device: torch.device) -> None:
+    """Ask ComfyUI to unload other models until ``num_bytes`` fit on ``device``."""
+    mm = _module("comfy.model_management")
+    if mm is not None and device.type != "cpu":
+        mm.free_memory(num_bytes, device)
+
+
+def soft_empty_cache() -> None:
+    mm = _module("comfy.model_management")
+    if mm is not None:
+        mm.soft_empty_cache()
+    elif torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+@contextlib.contextmanager
+def model_on_device(module: torch.nn.Module, device: torch.device,
+                    offload_to: Optional[torch.device]) -> Iterator[torch.nn.Module]:
+    """Move ``module`` to ``device`` for the block; afterwards (also after Cancel or an error)
+    move it to ``offload_to`` when given, and release cached GPU memory."""
+    if device.type != "cpu":
+        size = sum(p.numel() * p.element_size() for p in module.parameters())
+        free_memory(size, device)
+    module.to(device)
+    try:
+        yield module
+    finally:
+        if offload_to is not None and offload_to != device:
+            module.to(offload_to)
+            soft_empty_cache()
+
+
+# ---------------------------------------------------------------------------- progress / cancel
+def check_interrupt() -> None:
+    """Raise ComfyUI's InterruptProcessingException if the user pressed Cancel."""
+    mm = _module("comfy.model_management")
+    if mm is not None:
+        mm.throw_exception_if_processing_interrupted()
+
+
+class Progress:
+    """A progress bar over ``total`` steps; each update is also a Cancel point."""
+
+    def __init__(self, total: int):
+        utils = _module("comfy.utils")
+        self._bar = utils.ProgressBar(total) if utils is not None else None
+        self.total = total
+
+    def __call__(self, done: int, total: Optional[int] = None) -> None:
+        if self._bar is not None:
+            self._bar.update_absolute(done, total or self.total)
+        check_interrupt()

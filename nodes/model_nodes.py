@@ -1,0 +1,166 @@
+"""Loading MMAudio and the NAG ControlNet from models/mmaudio, and encoding a video once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from nag_core.controlnet import load_controlnet
+from nag_core.errors import ConfigError
+from nag_core.mmaudio.tokenizer import VOCAB_NAMES
+from nag_core.weights import (CLIP_FILE, NETWORK_FILES, SYNCHFORMER_FILE, VAE_FILES,
+                              VOCODER_FILES, ModelFiles, classify, load_model_files)
+
+from . import host
+from .values import CATEGORY, CONTROLNET, FEATURES, MODEL, VIDEO, FoleyModel
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+# The official file each combo preselects when it is present (first match wins).
+PREFERRED = {
+    "network": [f.relpath for f in NETWORK_FILES.values()],
+    "vae": [f.relpath for f in VAE_FILES.values()],
+    "vocoder": [f.relpath for f in VOCODER_FILES.values()],
+    "synchformer": [SYNCHFORMER_FILE.relpath],
+    "clip": [CLIP_FILE.relpath],
+}
+
+
+def files_of_kind(kind: str) -> list[str]:
+    return [f for f in host.list_model_files() if classify(f) == kind]
+
+
+def combo(kind: str, tooltip: str):
+    names = files_of_kind(kind)
+    options = {"tooltip": tooltip}
+    for preferred in PREFERRED.get(kind, []):
+        if preferred in names:
+            options["default"] = preferred
+            break
+    return (names, options)
+
+
+def resolve_precision(choice: str, device: torch.device) -> torch.dtype:
+    """"auto": bf16 on CUDA when supported (MMAudio's own default), float32 elsewhere (CPU
+    bf16 matmuls are slow and CPU fp16 is not worth it)."""
+    if choice == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    if choice not in PRECISIONS:
+        raise ConfigError(f"unknown precision {choice!r}; use auto, {', '.join(PRECISIONS)}")
+    return PRECISIONS[choice]
+
+
+def _find_vocab(clip_path: Path) -> Path | None:
+    """The CLIP BPE vocabulary beside the CLIP weights or at the top of a model folder."""
+    for folder in [clip_path.parent] + [Path(f) for f in host.model_folders()]:
+        for name in VOCAB_NAMES:
+            if (folder / name).is_file():
+                return folder / name
+    return None  # load_tokenizer then tries an installed open_clip and explains what is missing
+
+
+class MMAudioLoader:
+    DESCRIPTION = ("Loads an MMAudio model from models/mmaudio: the flow network, the VAE and "
+                   "vocoder of the same mode (16k: v1-16.pth + best_netG.pt; 44k: v1-44.pth + "
+                   "BigVGAN-v2), Synchformer and CLIP. Official .pth files and kijai's fp16 "
+                   "safetensors conversions both load. Parts of different modes are refused "
+                   "with both names.")
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = (MODEL,)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The loaded MMAudio (its sample rate follows the network: 16000 or "
+                       "44100 Hz).",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "network": combo("network", "The MMAudio flow network (mmaudio_small_16k, "
+                                        "mmaudio_large_44k_v2, ...). Its mode decides the "
+                                        "VAE and vocoder."),
+            "vae": combo("vae", "The VAE of the network's mode: v1-16.pth for 16k, v1-44.pth for "
+                                "44k."),
+            "vocoder": combo("vocoder", "The vocoder of the network's mode: best_netG.pt for "
+                                        "16k, nvidia/bigvgan_v2_44khz_128band_512x for 44k."),
+            "synchformer": combo("synchformer", "The Synchformer visual encoder "
+                                                "(synchformer_state_dict.pth)."),
+            "clip": combo("clip", "The DFN5B CLIP ViT-H-14-384 weights "
+                                  "(apple/DFN5B-CLIP-ViT-H-14-384/open_clip_pytorch_model.bin)."),
+            "precision": (["auto", "fp32", "bf16", "fp16"], {
+                "default": "auto",
+                "tooltip": "Weights and compute precision. auto = bf16 on a CUDA GPU, fp32 on "
+                           "the CPU."}),
+            "offload": ("BOOLEAN", {
+                "default": False, "label_on": "offload after each node",
+                "label_off": "keep on GPU",
+                "tooltip": "Move the model back to the CPU after each node that used it (saves "
+                           "GPU memory, costs a transfer per node)."}),
+        }}
+
+    def load(self, network, vae, vocoder, synchformer, clip, precision="auto", offload=False):
+        device = host.torch_device()
+        dtype = resolve_precision(precision, device)
+        paths = {k: Path(host.model_path(n)) for k, n in
+                 dict(network=network, vae=vae, vocoder=vocoder, synchformer=synchformer,
+                      clip=clip).items()}
+        config = paths["vocoder"].parent / "config.json"
+        files = ModelFiles(network=paths["network"], vae=paths["vae"], vocoder=paths["vocoder"],
+                           synchformer=paths["synchformer"], clip=paths["clip"],
+                           vocoder_config=config if config.is_file() else None,
+                           bpe_vocab=_find_vocab(paths["clip"]))
+        place = host.offload_device() if offload else device
+        model = load_model_files(files, device=place, dtype=dtype)
+        return (FoleyModel(model, device, bool(offload), {k: str(v) for k, v in paths.items()}),)
+
+
+class NAGControlNetLoader:
+    DESCRIPTION = ("Loads a NAG ControlNet (the audio-conditioned flow estimator of Negative "
+                   "Audio Guidance) for the given MMAudio. A ControlNet trained for another "
+                   "MMAudio variant is refused with both names.")
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = (CONTROLNET,)
+    RETURN_NAMES = ("controlnet",)
+    OUTPUT_TOOLTIPS = ("The ControlNet, bound to this model; connect it to NAGSampler.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": (MODEL, {"tooltip": "The MMAudio the ControlNet was trained for."}),
+            "controlnet": combo("controlnet", "A NAG ControlNet .safetensors file in "
+                                              "models/mmaudio."),
+        }}
+
+    def load(self, model: FoleyModel, controlnet):
+        net = model.model
+        cn = load_controlnet(host.model_path(controlnet), net.network, base_variant=net.variant)
+        return (cn,)
+
+
+class EncodeVideo:
+    DESCRIPTION = ("Computes the CLIP and Synchformer features of a clip once. Connect its output "
+                   "to every sampler of a chain: ComfyUI then encodes the video a single time.")
+    CATEGORY = CATEGORY
+    FUNCTION = "encode"
+    RETURN_TYPES = (FEATURES,)
+    RETURN_NAMES = ("features",)
+    OUTPUT_TOOLTIPS = ("Video features for the samplers (they also fix the duration).",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": (MODEL, {"tooltip": "The MMAudio whose CLIP and Synchformer encode the "
+                                         "clip."}),
+            "video": (VIDEO, {"tooltip": "The clip from LoadVideo or VideoFromFrames."}),
+        }}
+
+    def encode(self, model: FoleyModel, video):
+        with model.active():
+            features = model.model.encode_video(video)
+        keep = host.intermediate_device()
+        features.clip_f = features.clip_f.to(keep)
+        features.sync_f = features.sync_f.to(keep)
+        return (features,)

@@ -1,0 +1,440 @@
+"""The ComfyUI nodes, run without ComfyUI on the tiny smoke-test models."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import types
+import uuid
+
+import pytest
+import torch
+
+from nodes_support import (CONTROLNET_FILE, DEMO_SECONDS, DEMO_VIDEO, MODEL_FILES, ROOT,
+                           load_pack, loaded, submodule, use_workspace, write_controlnet)
+
+# Core node ids (HOST.md §1): a custom id equal to one of them is silently dropped by ComfyUI.
+CORE_IDS = {"LoadVideo", "LoadAudio", "SaveAudio", "PreviewAudio", "SaveAudioMP3", "SaveAudioOpus",
+            "RecordAudio", "EmptyAudio", "TrimAudioDuration", "SplitAudioChannels", "AudioConcat",
+            "AudioMerge", "AudioAdjustVolume", "EmptyLatentAudio", "VAEEncodeAudio",
+            "VAEDecodeAudio", "SaveVideo", "SaveWEBM", "CreateVideo", "GetVideoComponents",
+            "AudioEncoderLoader", "LoadImage", "SaveImage", "KSampler", "VAELoader"}
+KNOWN_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "AUDIO", "VIDEO", "IMAGE", "NAGFOLEY_VIDEO",
+               "NAGFOLEY_MODEL", "NAGFOLEY_CONTROLNET", "NAGFOLEY_VIDEO_FEATURES",
+               "NAGFOLEY_CHAIN"}
+
+
+def nodes():
+    return load_pack().NODE_CLASS_MAPPINGS
+
+
+def sample(monkeypatch, prompt="a ball bounces", **kw):
+    model, controlnet, _, features = loaded(monkeypatch)
+    settings = dict(method="nag", alpha=4.5, beta=1.5, steps=3, seed=1)
+    settings.update(kw)
+    return nodes()["NAGFoley_NAGSampler"]().sample(model, features, prompt, **settings)[0]
+
+
+# ----------------------------------------------------------------------------- the package
+def test_pack_imports_as_a_package_with_prefixed_ids():
+    name = f"nagfoley_pack_{uuid.uuid4().hex[:8]}"
+    spec = importlib.util.spec_from_file_location(name, ROOT / "__init__.py",
+                                                  submodule_search_locations=[str(ROOT)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+        keys = set(module.NODE_CLASS_MAPPINGS)
+        assert keys and all(k.startswith("NAGFoley_") for k in keys)
+        assert not keys & CORE_IDS
+        assert set(module.NODE_DISPLAY_NAME_MAPPINGS) == keys
+        assert "nodes" not in sys.modules or not str(getattr(sys.modules["nodes"], "__file__", "")
+                                                     ).startswith(str(ROOT / "nodes"))
+    finally:
+        for k in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
+            del sys.modules[k]
+
+
+@pytest.mark.parametrize("node_id", sorted(load_pack().NODE_CLASS_MAPPINGS))
+def test_input_types_are_well_formed(node_id):
+    cls = nodes()[node_id]
+    assert cls.CATEGORY.startswith("audio/NAG Foley")
+    assert isinstance(cls.DESCRIPTION, str) and len(cls.DESCRIPTION) > 40
+    assert callable(getattr(cls, cls.FUNCTION))
+    if cls.RETURN_TYPES:
+        assert len(cls.RETURN_NAMES) == len(cls.RETURN_TYPES) == len(cls.OUTPUT_TOOLTIPS)
+    else:
+        assert cls.OUTPUT_NODE
+    spec = cls.INPUT_TYPES()
+    assert set(spec) <= {"required", "optional", "hidden"}
+    for section in ("required", "optional"):
+        for name, s in spec.get(section, {}).items():
+            kind, opts = s[0], s[1]
+            assert opts.get("tooltip"), f"{node_id}.{name} has no tooltip"
+            if isinstance(kind, list):
+                assert all(isinstance(o, str) for o in kind)
+                if "default" in opts and kind:
+                    assert opts["default"] in kind
+                continue
+            assert kind in KNOWN_TYPES, f"{node_id}.{name}: unknown type {kind}"
+            if kind in ("INT", "FLOAT"):
+                assert opts["min"] <= opts["default"] <= opts["max"], f"{node_id}.{name}"
+                assert isinstance(opts["default"], int if kind == "INT" else float)
+            if kind == "BOOLEAN":
+                assert isinstance(opts["default"], bool)
+
+
+def test_seed_input_gets_the_frontend_seed_control():
+    spec = nodes()["NAGFoley_NAGSampler"].INPUT_TYPES()["required"]
+    assert spec["seed"][0] == "INT" and spec["seed"][1].get("control_after_generate") is not False
+
+
+# ----------------------------------------------------------------------------- host services
+def test_host_registers_models_mmaudio_with_comfyui(monkeypatch, tmp_path):
+    host = submodule("host")
+    fake = types.SimpleNamespace(models_dir=str(tmp_path / "models"), folder_names_and_paths={})
+    monkeypatch.setitem(sys.modules, "folder_paths", fake)
+    assert host.register_model_folder() == [str(tmp_path / "models" / "mmaudio")]
+    assert (tmp_path / "models" / "mmaudio").is_dir()
+    paths, exts = fake.folder_names_and_paths["mmaudio"]
+    assert ".safetensors" in exts and ".pth" in exts and ".json" not in exts
+    # kijai's pack registered the key first (other path): ours is added, theirs kept.
+    fake.folder_names_and_paths["mmaudio"] = (["/elsewhere/mmaudio"], {".safetensors"})
+    assert host.register_model_folder() == ["/elsewhere/mmaudio", str(tmp_path / "models" /
+                                                                      "mmaudio")]
+
+
+def test_host_fallback_lists_weights_and_numbers_outputs(monkeypatch, tmp_path):
+    host = submodule("host")
+    monkeypatch.setenv("NAGFOLEY_MODELS_DIR", str(tmp_path / "m"))
+    monkeypatch.setenv("NAGFOLEY_OUTPUT_DIR", str(tmp_path / "out"))
+    big = tmp_path / "m" / "nvidia" / "bigvgan_v2_44khz_128band_512x"
+    big.mkdir(parents=True)
+    (big / "bigvgan_generator.pt").write_bytes(b"x")
+    (big / "config.json").write_text("{}")
+    (tmp_path / "m" / "mmaudio_large_44k_v2_fp16.safetensors").write_bytes(b"x")
+    assert host.list_model_files() == ["mmaudio_large_44k_v2_fp16.safetensors",
+                                       "nvidia/bigvgan_v2_44khz_128band_512x/bigvgan_generator.pt"]
+    model_nodes = submodule("model_nodes")
+    assert model_nodes.files_of_kind("vocoder") == [
+        "nvidia/bigvgan_v2_44khz_128band_512x/bigvgan_generator.pt"]
+    assert model_nodes.files_of_kind("network") == ["mmaudio_large_44k_v2_fp16.safetensors"]
+    folder, name, counter, sub = host.save_path("nag/foley")
+    assert (name, counter, sub) == ("foley", 1, "nag")
+    (tmp_path / "out" / "nag" / "foley_00007_mix.flac").write_bytes(b"")
+    assert host.save_path("nag/foley")[2] == 8
+
+
+def test_precision_auto_is_fp32_on_cpu():
+    model_nodes = submodule("model_nodes")
+    assert model_nodes.resolve_precision("auto", torch.device("cpu")) == torch.float32
+    assert model_nodes.resolve_precision("bf16", torch.device("cpu")) == torch.bfloat16
+
+
+# ----------------------------------------------------------------------------- loading
+def test_loader_combos_are_filtered_by_kind(monkeypatch):
+    use_workspace(monkeypatch)
+    spec = nodes()["NAGFoley_MMAudioLoader"].INPUT_TYPES()["required"]
+    for kind, name in MODEL_FILES.items():
+        assert spec[kind][0] == [name], kind
+        assert spec[kind][1]["default"] == name
+    cn = nodes()["NAGFoley_NAGControlNetLoader"].INPUT_TYPES()["required"]["controlnet"][0]
+    assert cn == [CONTROLNET_FILE]
+
+
+def test_loader_builds_the_model_at_its_true_rate(monkeypatch):
+    model, controlnet, clip, features = loaded(monkeypatch)
+    assert model.sample_rate == 16000 and model.model.dtype == torch.float32
+    assert clip.duration == pytest.approx(DEMO_SECONDS, abs=0.05)
+    assert features.clip_f.device.type == "cpu"
+
+
+def test_kijai_fp16_safetensors_conversions_load(monkeypatch, tmp_path):
+    """The same weights saved as fp16 safetensors under kijai's names (flat state dicts, same
+    keys) load through the loader and encode like the originals."""
+    from nag_core.checkpoint import read_state_dict, write_safetensors
+    root = use_workspace(monkeypatch)
+    src = root / "models" / "mmaudio"
+    dst = tmp_path / "mmaudio"
+    dst.mkdir()
+    names = {"network": "mmaudio_small_16k_fp16.safetensors",
+             "vae": "mmaudio_vae_16k_fp16.safetensors",
+             "vocoder": "mmaudio_vocoder_16k_fp16.safetensors",
+             "synchformer": "mmaudio_synchformer_fp16.safetensors",
+             "clip": "apple_DFN5B-CLIP-ViT-H-14-384_fp16.safetensors"}
+    for kind, name in names.items():
+        sd = read_state_dict(src / MODEL_FILES[kind], unwrap=("generator",))
+        write_safetensors({k: v.half().contiguous() if v.is_floating_point() else v
+                           for k, v in sd.items()}, dst / name)
+    (dst / "bpe_simple_vocab_16e6.txt.gz").write_bytes(
+        (src / "bpe_simple_vocab_16e6.txt.gz").read_bytes())
+    monkeypatch.setenv("NAGFOLEY_MODELS_DIR", str(dst))
+    spec = nodes()["NAGFoley_MMAudioLoader"].INPUT_TYPES()["required"]
+    for kind, name in names.items():
+        assert spec[kind][0] == [name], kind
+    fp16 = nodes()["NAGFoley_MMAudioLoader"]().load(**names, precision="fp32")[0]
+    original, _, clip, features = loaded(monkeypatch)
+    assert fp16.sample_rate == 16000
+    again = nodes()["NAGFoley_EncodeVideo"]().encode(fp16, clip)[0]
+    torch.testing.assert_close(again.clip_f, features.clip_f, atol=5e-3, rtol=5e-3)
+
+
+def test_controlnet_for_another_model_is_a_clear_error(monkeypatch, tmp_path):
+    from nag_core.errors import WeightsError
+    from nag_core.mmaudio.network import MMAudioNetwork
+    from nag_core.smoke import tiny_network_config
+    import dataclasses
+    model, *_ = loaded(monkeypatch)
+    other = MMAudioNetwork(dataclasses.replace(tiny_network_config("16k"), hidden_dim=128,
+                                               num_heads=2))
+    cn_dir = tmp_path / "mmaudio"
+    cn_dir.mkdir()
+    write_controlnet(cn_dir / "other_controlnet.safetensors", cn_dir, network=other)
+    monkeypatch.setenv("NAGFOLEY_MODELS_DIR", str(cn_dir))
+    with pytest.raises(WeightsError, match="this ControlNet was trained for .* but the loaded "
+                                           "MMAudio is"):
+        nodes()["NAGFoley_NAGControlNetLoader"]().load(model, "other_controlnet.safetensors")
+
+
+def test_44k_model_outputs_44100(monkeypatch, tmp_path):
+    from nag_core.smoke import write_smoke_models
+    root = use_workspace(monkeypatch)
+    models = tmp_path / "mmaudio"
+    write_smoke_models(models, modes=("44k",))
+    monkeypatch.setenv("NAGFOLEY_MODELS_DIR", str(models))
+    spec = nodes()["NAGFoley_MMAudioLoader"].INPUT_TYPES()["required"]
+    assert spec["vocoder"][1]["default"] == ("nvidia/bigvgan_v2_44khz_128band_512x/"
+                                             "bigvgan_generator.pt")
+    picks = {k: v[1]["default"] for k, v in spec.items() if k in MODEL_FILES}
+    model = nodes()["NAGFoley_MMAudioLoader"]().load(**picks)[0]
+    clip = nodes()["NAGFoley_LoadVideo"]().load(DEMO_VIDEO, 0.0, 1.0)[0]
+    feats = nodes()["NAGFoley_EncodeVideo"]().encode(model, clip)[0]
+    audio = nodes()["NAGFoley_NAGSampler"]().sample(model, feats, "rain", steps=2, seed=3)[0]
+    assert audio["sample_rate"] == 44100
+    assert audio["waveform"].shape == (1, 1, 44100)
+    assert root.exists()
+
+
+# ----------------------------------------------------------------------------- video in
+def test_load_video_is_changed_follows_the_file(monkeypatch):
+    root = use_workspace(monkeypatch)
+    load = nodes()["NAGFoley_LoadVideo"]
+    assert DEMO_VIDEO in load.INPUT_TYPES()["required"]["video"][0]
+    assert load.INPUT_TYPES()["required"]["video"][1]["video_upload"] is True
+    first = load.IS_CHANGED(DEMO_VIDEO, 0.0, 8.0)
+    assert first == load.IS_CHANGED(DEMO_VIDEO, 0.0, 8.0)
+    path = root / "input" / DEMO_VIDEO
+    st = path.stat()
+    import os
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert load.IS_CHANGED(DEMO_VIDEO, 0.0, 8.0) != first
+    assert load.VALIDATE_INPUTS("missing.mp4") != True  # noqa: E712  (an error string)
+
+
+def test_video_from_frames_takes_an_image_batch(monkeypatch):
+    images = torch.rand(60, 32, 40, 3)
+    clip, duration = nodes()["NAGFoley_VideoFromFrames"]().convert(
+        fps=24.0, start_time=0.5, duration=1.5, images=images)
+    assert duration == pytest.approx(1.5)
+    assert clip.clip_frames.shape[0] == 12 and clip.sync_frames.shape[0] == 37
+    assert clip.path is None
+
+
+# ----------------------------------------------------------------------------- sampling
+def test_sampler_outputs_true_rate_mono_audio(monkeypatch):
+    audio = sample(monkeypatch)
+    assert audio["sample_rate"] == 16000
+    wave = audio["waveform"]
+    assert wave.dtype == torch.float32 and wave.shape == (1, 1, int(DEMO_SECONDS * 16000))
+    assert torch.isfinite(wave).all()
+
+
+def test_same_seed_same_audio_other_seed_other_audio(monkeypatch):
+    a = sample(monkeypatch, seed=5)["waveform"]
+    b = sample(monkeypatch, seed=5)["waveform"]
+    c = sample(monkeypatch, seed=6)["waveform"]
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_cancel_mid_sampling_leaves_the_pack_usable(monkeypatch):
+    host = submodule("host")
+    reference = sample(monkeypatch, seed=9, steps=4)["waveform"]
+    calls = []
+
+    class Interrupted(Exception):
+        pass
+
+    def cancel_on_second_step():
+        calls.append(1)
+        if len(calls) == 2:
+            raise Interrupted()
+
+    monkeypatch.setattr(host, "check_interrupt", cancel_on_second_step)
+    with pytest.raises(Interrupted):
+        sample(monkeypatch, seed=9, steps=4)
+    assert len(calls) == 2  # stopped inside the Euler loop, at the second step
+    monkeypatch.undo()
+    again = sample(monkeypatch, seed=9, steps=4)["waveform"]
+    assert torch.equal(again, reference)
+
+
+def test_progress_reaches_every_euler_step(monkeypatch):
+    host = submodule("host")
+    seen = []
+    monkeypatch.setattr(host.Progress, "__call__", lambda self, i, n=None: seen.append((i, n)))
+    sample(monkeypatch, steps=3)
+    assert [i for i, _ in seen] == [1, 2, 3] and all(n == 3 for _, n in seen)
+
+
+def test_step_k_conditions_on_the_mix_and_methods_differ(monkeypatch):
+    mix_node = nodes()["NAGFoley_MixAndNormalize"]()
+    first = sample(monkeypatch, "a ball bounces", seed=1)
+    chain, mix = mix_node.mix(first, 0.0)
+    outs = {m: sample(monkeypatch, "rain", seed=2, method=m, negative_audio=mix,
+                      controlnet=loaded(monkeypatch)[1])["waveform"]
+            for m in ("nag", "negative_prompt", "independent")}
+    plain = sample(monkeypatch, "rain", seed=2)["waveform"]  # step 1 = CFG
+    assert torch.equal(outs["independent"], plain)
+    assert not torch.equal(outs["nag"], plain)
+    assert not torch.equal(outs["negative_prompt"], plain)
+
+
+def test_nag_without_controlnet_says_what_to_do(monkeypatch):
+    from nag_core.errors import ConfigError
+    first = sample(monkeypatch)
+    mix = nodes()["NAGFoley_MixAndNormalize"]().mix(first, 0.0)[1]
+    model, _, _, features = loaded(monkeypatch)
+    with pytest.raises(ConfigError, match="ControlNet"):
+        nodes()["NAGFoley_NAGSampler"]().sample(model, features, "rain", steps=2,
+                                                negative_audio=mix)
+
+
+def test_negative_prompt_needs_the_earlier_prompts(monkeypatch):
+    from nag_core.errors import ConfigError
+    first = sample(monkeypatch, "a ball bounces")
+    mix = nodes()["NAGFoley_MixAndNormalize"]().mix(first, 0.0)[1]
+    assert mix["nag_foley_prompts"] == ("a ball bounces",)
+    foreign = {"waveform": mix["waveform"], "sample_rate": mix["sample_rate"]}
+    with pytest.raises(ConfigError, match="earlier prompts"):
+        sample(monkeypatch, "rain", method="negative_prompt", negative_audio=foreign)
+    # typed by hand, the same negative text gives the same track as the carried prompts
+    typed = sample(monkeypatch, "rain", method="negative_prompt", negative_audio=foreign,
+                   negative_text="a ball bounces")["waveform"]
+    carried = sample(monkeypatch, "rain", method="negative_prompt", negative_audio=mix
+                     )["waveform"]
+    assert torch.equal(typed, carried)
+
+
+def test_node_chain_equals_the_python_session(monkeypatch):
+    """Three steps through the nodes give exactly what nag_core's FoleySession gives."""
+    from nag_core.pipeline import FoleySession
+    model, controlnet, clip, features = loaded(monkeypatch)
+    prompts = ["a ball bounces", "a beep", "rain"]
+    chain, mix, waves = None, None, []
+    for k, p in enumerate(prompts, start=1):
+        track = sample(monkeypatch, p, seed=k, negative_audio=mix,
+                       controlnet=controlnet if mix is not None else None)
+        waves.append(track["waveform"][0, 0])
+        chain, mix = nodes()["NAGFoley_MixAndNormalize"]().mix(track, 0.0, chain)
+    session = FoleySession(model.model, clip, controlnet=controlnet)
+    for k, p in enumerate(prompts, start=1):
+        session.add_step(p, seed=k, steps=3, method="nag")
+    for mine, theirs in zip(waves, session.tracks):
+        assert torch.equal(mine, theirs)
+    assert torch.equal(mix["waveform"][0], session.composite().wave)
+
+
+# ----------------------------------------------------------------------------- mixing
+def test_mix_and_normalize_never_mutates_its_input_chain(monkeypatch):
+    from nag_core.mix import Track, composite, measure_lufs
+    node = nodes()["NAGFoley_MixAndNormalize"]()
+    a = {"waveform": 0.1 * torch.randn(1, 1, 16000), "sample_rate": 16000}
+    b = {"waveform": 0.3 * torch.randn(1, 2, 22050), "sample_rate": 44100}
+    chain1, mix1 = node.mix(a, -3.0)
+    chain2, mix2 = node.mix(b, 2.0, chain1)
+    assert len(chain1) == 1 and len(chain2) == 2 and chain2 is not chain1
+    expected = composite([Track(a["waveform"][0], 16000), Track(b["waveform"][0], 44100)],
+                         [-3.0, 2.0])
+    assert torch.equal(mix2["waveform"][0], expected.wave)
+    assert mix2["sample_rate"] == 44100 and mix2["waveform"].shape[1] == 2
+    assert measure_lufs(mix2["waveform"][0], 44100) == pytest.approx(-20.0, abs=0.05)
+
+
+# ----------------------------------------------------------------------------- export
+def test_save_stems_numbers_files_and_stems_add_up(monkeypatch):
+    from nag_core.media import read_audio
+    root = use_workspace(monkeypatch)
+    node = nodes()["NAGFoley_MixAndNormalize"]()
+    a = {"waveform": 0.05 * torch.randn(1, 1, 8000), "sample_rate": 16000}
+    b = {"waveform": 0.05 * torch.randn(1, 1, 8000), "sample_rate": 16000}
+    chain = node.mix(b, -6.0, node.mix(a, 0.0)[0])[0]
+    save = nodes()["NAGFoley_SaveStems"]()
+    first = save.save(chain, "stemtest/run", "wav 32-bit float", "as mixed")["ui"]["audio"]
+    second = save.save(chain, "stemtest/run", "flac", "raw")["ui"]["audio"]
+    assert [f["filename"] for f in first] == ["run_00001_stem01.wav", "run_00001_stem02.wav",
+                                              "run_00001_mix.wav"]
+    assert [f["filename"] for f in second][-1] == "run_00002_mix.flac"
+    folder = root / "output" / "stemtest"
+    s1, s2, mix = (read_audio(folder / f["filename"], mono=False)[0] for f in first)
+    torch.testing.assert_close(s1 + s2, mix, atol=1e-5, rtol=0)
+
+
+def test_save_video_with_audio_muxes_a_copy(monkeypatch):
+    import av
+    root = use_workspace(monkeypatch)
+    _, _, clip, _ = loaded(monkeypatch)
+    audio = {"waveform": 0.1 * torch.randn(1, 1, 32000), "sample_rate": 16000}
+    ui = nodes()["NAGFoley_SaveVideoWithAudio"]().save(clip, audio, "vidtest/out")["ui"]
+    name = ui["images"][0]["filename"]
+    assert name == "out_00001_.mp4"
+    with av.open(str(root / "output" / "vidtest" / name)) as f:
+        assert len(f.streams.audio) == 1 and len(f.streams.video) == 1
+    frames = nodes()["NAGFoley_VideoFromFrames"]().convert(25.0, 0.0, 1.0,
+                                                           images=torch.rand(30, 16, 16, 3))[0]
+    from nag_core.errors import ConfigError
+    with pytest.raises(ConfigError, match="CreateVideo"):
+        nodes()["NAGFoley_SaveVideoWithAudio"]().save(frames, audio, "vidtest/out")
+
+
+def test_comfyui_services_are_used_when_present(monkeypatch):
+    """With ComfyUI's modules present (fakes with the real signatures), the sampler reports each
+    Euler step to comfy.utils.ProgressBar and checks for Cancel through model_management."""
+    loaded(monkeypatch)  # the model is loaded before the fakes appear
+    log = []
+
+    class ProgressBar:
+        def __init__(self, total, node_id=None):
+            log.append(("bar", total))
+
+        def update_absolute(self, value, total=None, preview=None):
+            log.append(("update", value, total))
+
+    class Interrupted(Exception):
+        pass
+
+    def throw_exception_if_processing_interrupted():
+        log.append(("check",))
+        if sum(1 for e in log if e[0] == "check") == 3 and cancel:
+            raise Interrupted()
+
+    mm = types.SimpleNamespace(
+        get_torch_device=lambda: torch.device("cpu"),
+        unet_offload_device=lambda: torch.device("cpu"),
+        intermediate_device=lambda: torch.device("cpu"),
+        soft_empty_cache=lambda: log.append(("empty",)),
+        free_memory=lambda n, d: log.append(("free", n)),
+        throw_exception_if_processing_interrupted=throw_exception_if_processing_interrupted)
+    monkeypatch.setitem(sys.modules, "comfy", types.ModuleType("comfy"))
+    monkeypatch.setitem(sys.modules, "comfy.utils", types.SimpleNamespace(ProgressBar=ProgressBar))
+    monkeypatch.setitem(sys.modules, "comfy.model_management", mm)
+    cancel = False
+    sample(monkeypatch, steps=3)
+    assert log == [("bar", 3), ("update", 1, 3), ("check",), ("update", 2, 3), ("check",),
+                   ("update", 3, 3), ("check",)]
+    log.clear()
+    cancel = True
+    with pytest.raises(Interrupted):
+        sample(monkeypatch, steps=3)
+    cancel = False
+    assert sample(monkeypatch, steps=3)["waveform"].shape[-1] == int(DEMO_SECONDS * 16000)

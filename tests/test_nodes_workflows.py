@@ -1,0 +1,163 @@
+"""The example workflows: consistent with the node definitions, up to date with their builder,
+and runnable (API versions, through a miniature executor with ComfyUI's caching rule)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+
+import pytest
+
+from nodes_support import (CONTROLNET_FILE, DEMO_VIDEO, ROOT, MiniComfy, api_workflow, load_pack,
+                           use_workspace)
+
+WORKFLOW_DIR = ROOT / "workflows"
+UI_FILES = sorted(WORKFLOW_DIR.glob("*.json"))
+# Core / frontend nodes the workflows rely on, with their widget counts in the UI format.
+CORE_WIDGETS = {"PreviewAudio": 0, "Note": 1}
+WIDGET_KINDS = {"INT", "FLOAT", "STRING", "BOOLEAN"}
+
+
+@functools.lru_cache(maxsize=None)
+def executor() -> MiniComfy:
+    """One executor for the workflow runs, so the model loader's output is cached between them
+    (as it is in a ComfyUI session)."""
+    return MiniComfy(load_pack().NODE_CLASS_MAPPINGS)
+
+
+def builder():
+    sys.path.insert(0, str(WORKFLOW_DIR))
+    import build_workflows
+    return build_workflows
+
+
+def expected_widgets(cls) -> list:
+    """(name, spec) per widget position, hidden positions as (marker, None), from INPUT_TYPES."""
+    out, upload = [], False
+    spec = cls.INPUT_TYPES()
+    for section in ("required", "optional"):
+        for name, s in spec.get(section, {}).items():
+            if isinstance(s[0], list) or s[0] in WIDGET_KINDS:
+                out.append((name, s))
+                if name == "seed":
+                    out.append(("<seed control>", None))
+                upload |= section == "required" and bool(s[1].get("video_upload"))
+        if section == "required" and upload:
+            out.append(("<upload>", None))
+    return out
+
+
+def test_there_are_three_ui_workflows_and_their_api_twins():
+    names = {p.stem for p in UI_FILES}
+    assert names == {"nag_foley_5_step_chain", "nag_foley_single_step",
+                     "nag_foley_method_comparison"}
+    for n in names:
+        assert (WORKFLOW_DIR / "api" / f"{n}.json").is_file()
+
+
+@pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.stem)
+def test_ui_workflow_matches_the_node_definitions(path):
+    wf = json.loads(path.read_text())
+    assert wf["version"] == 0.4
+    mappings = load_pack().NODE_CLASS_MAPPINGS
+    by_id = {n["id"]: n for n in wf["nodes"]}
+    for node in wf["nodes"]:
+        t, values = node["type"], node["widgets_values"]
+        if t in CORE_WIDGETS:
+            assert len(values) == CORE_WIDGETS[t], t
+            continue
+        assert t in mappings, f"{path.name}: unknown node {t}"
+        slots = expected_widgets(mappings[t])
+        assert len(values) == len(slots), f"{t}: {values} vs {[s[0] for s in slots]}"
+        for (name, spec), value in zip(slots, values):
+            if spec is None:
+                assert value in (("fixed", "increment", "decrement", "randomize")
+                                 if name == "<seed control>" else ("image",))
+            elif isinstance(spec[0], list):
+                if spec[0]:  # static option lists; file combos are checked by running below
+                    assert value in spec[0], f"{t}.{name} = {value!r}"
+                else:
+                    assert isinstance(value, str) and value
+            elif spec[0] in ("INT", "FLOAT"):
+                assert spec[1]["min"] <= value <= spec[1]["max"], f"{t}.{name}"
+            elif spec[0] == "BOOLEAN":
+                assert isinstance(value, bool)
+            else:
+                assert isinstance(value, str)
+    for link_id, src, src_slot, dst, dst_slot, kind in wf["links"]:
+        assert link_id in by_id[src]["outputs"][src_slot]["links"]
+        target = by_id[dst]["inputs"][dst_slot]
+        assert target["link"] == link_id and target["type"] == kind
+        assert by_id[src]["outputs"][src_slot]["type"] == kind
+    assert wf["last_link_id"] == max(l[0] for l in wf["links"])
+    assert wf["last_node_id"] == max(by_id)
+
+
+def test_workflows_are_up_to_date_with_the_builder(tmp_path):
+    written = builder().build_all(tmp_path, thumbnails=False)
+    assert written
+    for p in written:
+        committed = WORKFLOW_DIR / p.relative_to(tmp_path)
+        assert json.loads(p.read_text()) == json.loads(committed.read_text()), (
+            f"{committed.name} is stale: run python workflows/build_workflows.py")
+
+
+def test_workflows_reference_the_demo_video_and_controlnet():
+    for path in UI_FILES:
+        values = {n["type"]: n["widgets_values"] for n in json.loads(path.read_text())["nodes"]}
+        assert values["NAGFoley_LoadVideo"][0] == DEMO_VIDEO
+        assert values["NAGFoley_NAGControlNetLoader"][0] == CONTROLNET_FILE
+
+
+def test_five_step_chain_runs_and_encodes_the_video_once(monkeypatch):
+    use_workspace(monkeypatch)
+    from nag_core.model import MMAudioModel
+    calls = []
+    real = MMAudioModel.encode_video
+    monkeypatch.setattr(MMAudioModel, "encode_video",
+                        lambda self, clip: calls.append(1) or real(self, clip))
+    exe = executor()
+    prompt = api_workflow("nag_foley_5_step_chain")
+    types = {k: v["class_type"] for k, v in prompt.items()}
+    results = exe.run(prompt)
+    samplers = [k for k, t in types.items() if t == "NAGFoley_NAGSampler"]
+    assert len(samplers) == 5 and len(calls) == 1
+    assert all(results[k][0]["sample_rate"] == 16000 for k in samplers)
+
+    # Redo step 3: only step 3 onwards (and the savers) run again; the video is not re-encoded.
+    exe.executed.clear()
+    third = samplers[2]
+    prompt[third]["inputs"]["prompt"] = "thunder"
+    exe.run(prompt)
+    rerun = {types[k] for k in exe.executed}
+    assert len(calls) == 1
+    assert "NAGFoley_EncodeVideo" not in rerun and "NAGFoley_MMAudioLoader" not in rerun
+    assert [k for k in exe.executed if types[k] == "NAGFoley_NAGSampler"] == samplers[2:]
+
+    # Same prompt again: nothing runs (the cache holds every output).
+    exe.executed.clear()
+    exe.run(prompt)
+    assert exe.executed == []
+
+
+def test_comparison_and_single_step_workflows_run(monkeypatch):
+    use_workspace(monkeypatch)
+    from nag_core.model import MMAudioModel
+    calls = []
+    real = MMAudioModel.encode_video
+    monkeypatch.setattr(MMAudioModel, "encode_video",
+                        lambda self, clip: calls.append(1) or real(self, clip))
+    exe = executor()
+    prompt = api_workflow("nag_foley_method_comparison")
+    for node in prompt.values():  # another clip than the chain test's: encoded afresh here
+        if node["class_type"] == "NAGFoley_LoadVideo":
+            node["inputs"]["duration"] = 1.5
+    results = exe.run(prompt)
+    samplers = {v["inputs"]["method"]: results[k][0] for k, v in prompt.items()
+                if v["class_type"] == "NAGFoley_NAGSampler" and "negative_audio" in v["inputs"]}
+    assert set(samplers) == {"independent", "negative_prompt", "nag"}
+    assert len(calls) == 1  # four samplers, one encoding
+    waves = [a["waveform"] for a in samplers.values()]
+    assert not waves[0].equal(waves[1]) and not waves[1].equal(waves[2])
+    exe.run(api_workflow("nag_foley_single_step"))
