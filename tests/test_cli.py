@@ -48,9 +48,10 @@ def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     models = root / "models"
     write_smoke_models(models)
-    video = write_demo_video(root / "input" / "ball.mp4", seconds=SECONDS, size=64)
+    # the output folder is the input's folder: the input must survive untouched
+    video = write_demo_video(root / "work" / "ball.mp4", seconds=SECONDS, size=64)
     before = _sha(video)
-    out = root / "out"
+    out = video.parent
     mp = pytest.MonkeyPatch()
     mp.setenv("XDG_CACHE_HOME", str(root / "cache"))
     argv = ["generate", str(video), "--out", str(out), "--models", str(models), "--offline",
@@ -110,13 +111,17 @@ def test_record_contents(env):
     assert r["command"][:2] == ["nag_core", "generate"]
 
 
-def test_input_video_untouched(env):
+def test_input_video_untouched_in_its_own_folder(env):
     assert _sha(env["video"]) == env["video_sha"]
+    assert sorted(p.name for p in env["out"].iterdir()) == sorted(
+        ["ball.mp4", "ball.foley.mp4", "composite.wav", "record.json",
+         "track_01_a-ball-bounces.wav", "track_02_a-lamp-beeps.wav", "track_03_rain-falls.wav"])
 
 
 def test_redo_step_3_keeps_earlier_tracks_byte_identical(env, tmp_path):
     out = env["out"]
     before = {p.name: p.read_bytes() for p in out.glob("track_*.wav")}
+    assert len(before) == 3
     redo = tmp_path / "redo"
     assert cli.main(["redo", str(out), "--to", str(redo), "--step", "3", "--prompt",
                      "thunder rolls", "--seed", "7", "--offline", "--quiet"]) == 0
@@ -147,19 +152,6 @@ def test_redo_refuses_an_edited_earlier_track(env, tmp_path):
     assert cli.main(["redo", str(copy), "--step", "2", "--offline", "--quiet"]) == 2
 
 
-def test_output_in_the_input_folder_never_overwrites_it(env, tmp_path):
-    folder = tmp_path / "same"
-    folder.mkdir()
-    video = folder / "clip.mp4"
-    video.write_bytes(env["video"].read_bytes())
-    before = _sha(video)
-    assert cli.main(["generate", str(video), "--out", str(folder), "--models", str(env["models"]),
-                     "--offline", "--duration", "1", "--steps", "1", "--prompt", "a beep",
-                     "--quiet"]) == 0
-    assert _sha(video) == before
-    assert (folder / "clip.foley.mp4").is_file()
-
-
 def test_missing_weights_offline_lists_files(env, tmp_path, capsys):
     empty = tmp_path / "nothing"
     code = cli.main(["generate", str(env["video"]), "--out", str(tmp_path / "o"), "--models",
@@ -186,21 +178,26 @@ def test_smoke_models_refuses_real_weights(tmp_path, capsys):
     assert "never overwritten" in capsys.readouterr().err
 
 
-def test_demo_says_it_used_smoke_weights(tmp_path):
-    """`python -m nag_core demo` in a fresh process (as the README runs it), shortened."""
-    env = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "NAGFOLEY_MODELS_DIR": str(tmp_path / "m"),
-           "NAGFOLEY_OFFLINE": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2",
-           "PATH": "/usr/bin:/bin"}
-    import os
-    env = {**os.environ, **env}
-    out = tmp_path / "demo"
-    proc = subprocess.run([sys.executable, "-m", "nag_core", "demo", "--out", str(out),
-                           "--seconds", "2", "--steps", "2", "--quiet"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert "SMOKE-TEST WEIGHTS" in lines[0] and "SMOKE-TEST WEIGHTS" in lines[-1]
+def test_demo_says_it_used_smoke_weights(tmp_path, monkeypatch, capsys):
+    """`python -m nag_core demo` with no weights anywhere (shortened to 2 s, 2 Euler steps)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("NAGFOLEY_MODELS_DIR", str(tmp_path / "no-weights-here"))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["demo", "--seconds", "2", "--steps", "2", "--quiet"]) == 0
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert "SMOKE-TEST WEIGHTS" in lines[0] and "NOISE" in lines[0]
+    assert "SMOKE-TEST WEIGHTS" in lines[-1]
+    out = tmp_path / "nag_foley_demo"
     record = json.loads((out / "record.json").read_text())
-    assert record["smoke_test_weights"] is True
+    assert record["smoke_test_weights"] is True and "NOISE" in record["notes"][0]
     assert (out / "nag_foley_demo.mp4").is_file() and (out / "nag_foley_demo.foley.mp4").is_file()
     assert len(list(out.glob("track_*.wav"))) == 3
+    assert not (tmp_path / "no-weights-here").exists()  # nothing downloaded or written there
+
+
+def test_module_entry_point_help():
+    proc = subprocess.run([sys.executable, "-m", "nag_core", "--help"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0
+    for command in ("generate", "redo", "demo", "download", "list-models", "smoke-models"):
+        assert command in proc.stdout
