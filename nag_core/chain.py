@@ -286,6 +286,9 @@ def run_chain(video, prompts: Sequence[str], out_dir, *, variant: str = "small_1
         notes = ["SMOKE-TEST WEIGHTS: the models folder holds tiny random weights; the audio is "
                  "NOISE."]
         log(notes[0])
+    if len(plan) > 1:
+        log(f"steps 2..{len(plan)} use the {method} method"
+            + ("" if controlnet else " (no --controlnet given, so not NAG)"))
     bar = _Progress(len(plan), progress)
     try:
         session, clip, encode_s = _open_session(model, video, start, duration, controlnet,

@@ -132,13 +132,19 @@ def _transfer(url: str, partial: Path, name: str, progress: bool, timeout: float
             raise _Interrupted("the server refused to resume; starting again") from None
         raise
     except (urllib.error.URLError, OSError) as e:
+        # A timeout or a reset is worth retrying; a refused connection or an unknown host is
+        # not (blocked network, offline machine): fail at once with the list of files.
         reason = getattr(e, "reason", e)
-        if isinstance(reason, (socket.timeout, ConnectionError, TimeoutError)):
+        if isinstance(reason, (socket.timeout, TimeoutError, ConnectionResetError)):
             raise _Interrupted(str(reason)) from None
         raise
     with response:
         if have and response.status == 206:
             mode = "ab"
+            start = _range_start(response.headers.get("Content-Range", ""))
+            if start != have:  # not the continuation we asked for: start over
+                partial.unlink()
+                raise _Interrupted(f"the server resumed at byte {start}, not {have}")
         else:  # 200: the server sent the whole file (it ignored Range, or there was no partial)
             mode, have = "wb", 0
         length = response.headers.get("Content-Length")
@@ -157,6 +163,14 @@ def _transfer(url: str, partial: Path, name: str, progress: bool, timeout: float
                 raise _Interrupted(f"connection lost after {received} bytes ({e})") from None
         if expected is not None and received < expected:
             raise _Interrupted(f"got {received} of {expected} bytes")
+
+
+def _range_start(content_range: str) -> Optional[int]:
+    """First byte of ``Content-Range: bytes X-Y/Z`` (None when unreadable)."""
+    try:
+        return int(content_range.split()[1].split("-")[0])
+    except (IndexError, ValueError):
+        return None
 
 
 def download_file(remote: RemoteFile, models_dir, *, progress: bool = True, retries: int = 5,

@@ -22,10 +22,12 @@ MAX_REQUESTS = 20
 class _Server:
     """Serves ``files`` (url path -> bytes). ``cut_once``: paths whose first response stops
     half-way through the body. ``ignore_range``: paths always answered 200 with the whole body.
+    ``bad_range``: paths answered 206 from byte 0 whatever Range asked.
     Records every request's path and Range header; stops itself after MAX_REQUESTS."""
 
-    def __init__(self, files, cut_once=(), ignore_range=()):
+    def __init__(self, files, cut_once=(), ignore_range=(), bad_range=()):
         self.files, self.cut = dict(files), set(cut_once)
+        self.bad_range = set(bad_range)
         self.ignore_range = set(ignore_range)
         self.requests = []
         server = self
@@ -44,6 +46,8 @@ class _Server:
                 rng = self.headers.get("Range")
                 if rng and self.path not in server.ignore_range:
                     first = int(rng.split("=")[1].split("-")[0])
+                    if self.path in server.bad_range:
+                        first = 0  # a broken server: 206, but from the start
                     self.send_response(206)
                     self.send_header("Content-Range", f"bytes {first}-{len(body) - 1}/{len(body)}")
                 else:
@@ -211,3 +215,35 @@ def test_endpoint_override_only_replaces_the_host(monkeypatch):
     assert dl.resolve_url(f"{dl.HF}{HF_PATH}x.pth") == f"http://127.0.0.1:9{HF_PATH}x.pth"
     gh = f"{dl.GITHUB}{GH_PATH}x.pth"
     assert dl.resolve_url(gh) == gh
+
+
+def test_blocked_download_lists_every_missing_file(tmp_path, endpoints):
+    with _Server({}) as srv:  # every file 404: like a proxy that blocks the hub
+        endpoints(srv)
+        with pytest.raises(WeightsError) as e:
+            dl.ensure_model_files("small_16k", tmp_path, offline=False, progress=False)
+    msg = str(e.value)
+    assert "HTTP 404" in msg and len(srv.requests) == 1
+    for name in ("mmaudio_small_16k.pth", "v1-16.pth", "best_netG.pt",
+                 "synchformer_state_dict.pth", "open_clip_pytorch_model.bin"):
+        assert name in msg
+
+
+def test_resume_at_the_wrong_offset_starts_over(tmp_path, endpoints):
+    """A server answering 206 from another byte than asked: the partial is not trusted."""
+    (tmp_path / "odd.pth.partial").write_bytes(BODY[:1000])
+    with _Server({HF_PATH + "odd.pth": BODY}, bad_range={HF_PATH + "odd.pth"}) as srv:
+        endpoints(srv)
+        path = dl.download_file(_hf("odd.pth", _md5(BODY)), tmp_path, progress=False,
+                                retry_wait=0)
+    assert path.read_bytes() == BODY
+    assert [r[1] for r in srv.requests] == ["bytes=1000-", None]
+
+
+def test_damaged_partial_fails_the_md5_and_is_removed(tmp_path, endpoints):
+    (tmp_path / "junk.pth.partial").write_bytes(b"y" * 1000)  # not a prefix of the file
+    with _Server({HF_PATH + "junk.pth": BODY}) as srv:
+        endpoints(srv)
+        with pytest.raises(WeightsError, match="md5"):
+            dl.download_file(_hf("junk.pth", _md5(BODY)), tmp_path, progress=False)
+    assert list(tmp_path.iterdir()) == []  # the next run starts clean
