@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seconds", type=float, default=8.0, help="demo length (default 8)")
     d.add_argument("--steps", type=int, default=None,
                    help="Euler steps (default 25 with real weights, 10 with smoke weights)")
+    d.add_argument("--video-only", action="store_true",
+                   help="only write the demo video (nag_foley_demo.mp4, e.g. for the ComfyUI "
+                        "workflows) and stop")
     _model_args(d)
     d.add_argument("--device", default=None)
     d.add_argument("--quiet", action="store_true")
@@ -160,7 +163,10 @@ def _cmd_redo(a, argv) -> int:
 
 
 def _cmd_demo(a, argv) -> int:
-    from .demo import run_demo
+    from .demo import DEMO_NAME, run_demo, write_demo_video
+    if a.video_only:
+        _log(f"wrote {write_demo_video(Path(a.out) / DEMO_NAME, seconds=a.seconds)}")
+        return 0
     run_demo(a.out, models_dir=a.models, variant=a.variant, seconds=a.seconds, steps=a.steps,
              device=a.device, progress=not a.quiet, log=_log)
     return 0

@@ -242,8 +242,8 @@ def ensure_model_files(variant: str = "small_16k", models_dir=None, *,
             find_model_files(root, variant)
         except WeightsError as e:
             why = ("offline mode (--offline, NAGFOLEY_OFFLINE or HF_HUB_OFFLINE): nothing was "
-                   "downloaded. " if offline else "")
-            raise WeightsError(why + str(e)) from None
+                   "downloaded.\n" if offline else "")
+            raise WeightsError(why + str(e)[:1].upper() + str(e)[1:]) from None
         todo = []  # only optional files (a 44k vocoder's config.json) are missing: go without
     for remote in todo:
         try:

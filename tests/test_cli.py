@@ -179,11 +179,11 @@ def test_smoke_models_refuses_real_weights(tmp_path, capsys):
 
 
 def test_demo_says_it_used_smoke_weights(tmp_path, monkeypatch, capsys):
-    """`python -m nag_core demo` with no weights anywhere (shortened to 2 s, 2 Euler steps)."""
+    """`python -m nag_core demo` with no weights anywhere (shortened to 1 s, 1 Euler step)."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("NAGFOLEY_MODELS_DIR", str(tmp_path / "no-weights-here"))
     monkeypatch.chdir(tmp_path)
-    assert cli.main(["demo", "--seconds", "2", "--steps", "2", "--quiet"]) == 0
+    assert cli.main(["demo", "--seconds", "1", "--steps", "1", "--quiet"]) == 0
     lines = capsys.readouterr().err.strip().splitlines()
     assert "SMOKE-TEST WEIGHTS" in lines[0] and "NOISE" in lines[0]
     assert "SMOKE-TEST WEIGHTS" in lines[-1]
@@ -201,3 +201,10 @@ def test_module_entry_point_help():
     assert proc.returncode == 0
     for command in ("generate", "redo", "demo", "download", "list-models", "smoke-models"):
         assert command in proc.stdout
+
+
+def test_demo_video_only(tmp_path, capsys):
+    assert cli.main(["demo", "--video-only", "--out", str(tmp_path), "--seconds", "1"]) == 0
+    n_v, n_a, frames, _ = _streams(tmp_path / "nag_foley_demo.mp4")
+    assert (n_v, n_a, frames) == (1, 0, 25)
+    assert list(tmp_path.iterdir()) == [tmp_path / "nag_foley_demo.mp4"]
