@@ -52,7 +52,8 @@ def _versions() -> dict:
     import torch
 
     from . import __version__
-    return {"nag_core": __version__, "torch": torch.__version__, "python": platform.python_version(),
+    return {"nag_core": __version__, "torch": torch.__version__,
+            "python": platform.python_version(),
             "av": av.__version__, "numpy": numpy.__version__,
             "pyloudnorm": getattr(pyloudnorm, "__version__", "unknown")}
 
@@ -268,6 +269,11 @@ def run_chain(video, prompts: Sequence[str], out_dir, *, variant: str = "small_1
         raise ConfigError(f"video not found: {video}")
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
+    if (out / RECORD_NAME).is_file():  # our folder from an earlier, longer chain: drop its tail
+        for old in out.glob("track_*_*.wav"):
+            index = old.name.split("_")[1]
+            if index.isdigit() and int(index) > len(prompts):
+                old.unlink()
     method = method or default_method(controlnet)
     _check_method(method, controlnet)
     alpha = ALPHA_DEFAULT if alpha is None else alpha

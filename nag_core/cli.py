@@ -94,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "then every later step with its recorded settings. Tracks before K stay "
                        "byte-identical. --step N+1 adds a step.")
     r.add_argument("out", metavar="OUT", help="a folder written by `generate`")
-    r.add_argument("--step", type=int, required=True, metavar="K", help="the step to redo (1-based)")
+    r.add_argument("--step", type=int, required=True, metavar="K",
+                   help="the step to redo (1-based)")
     r.add_argument("--prompt", default=None, help="new prompt of step K (default: unchanged)")
     r.add_argument("--gain-db", type=float, default=None, dest="gain_db")
     r.add_argument("--to", default=None, metavar="DIR",

@@ -45,7 +45,8 @@ def demo_frames(seconds: float = 8.0, fps: int = 25, size: int = 128) -> torch.T
     ball = d2 < BALL_RADIUS ** 2
     frames[ball] = torch.tensor([0.9, 0.3, 0.2])
     lamp = ((yy - 0.35) ** 2 + (xx - 0.75) ** 2) < 0.07 ** 2
-    lamp_colour = torch.tensor([0.25, 0.25, 0.2]) + lamp_on[:, None] * torch.tensor([0.75, 0.7, 0.1])
+    lamp_colour = (torch.tensor([0.25, 0.25, 0.2])
+                   + lamp_on[:, None] * torch.tensor([0.75, 0.7, 0.1]))
     frames[:, lamp] = lamp_colour[:, None, :]
     post = (xx > 0.735) & (xx < 0.765) & (yy > 0.42) & (yy < floor_y)
     frames[:, post] = torch.tensor([0.5, 0.5, 0.5])

@@ -151,16 +151,16 @@ def _transfer(url: str, partial: Path, name: str, progress: bool, timeout: float
         expected = have + int(length) if length is not None else None
         received = have
         with open(partial, mode) as out, _progress_bar(name, expected, have, progress) as bar:
-            try:
-                while True:
+            while True:
+                try:
                     block = response.read(CHUNK)
-                    if not block:
-                        break
-                    out.write(block)
-                    received += len(block)
-                    bar.update(len(block))
-            except (http.client.IncompleteRead, ConnectionError, socket.timeout, OSError) as e:
-                raise _Interrupted(f"connection lost after {received} bytes ({e})") from None
+                except (http.client.IncompleteRead, ConnectionError, socket.timeout) as e:
+                    raise _Interrupted(f"connection lost after {received} bytes ({e})") from None
+                if not block:
+                    break
+                out.write(block)  # a full disk is not retried: OSError goes to the caller
+                received += len(block)
+                bar.update(len(block))
         if expected is not None and received < expected:
             raise _Interrupted(f"got {received} of {expected} bytes")
 
