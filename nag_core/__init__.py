@@ -1,6 +1,59 @@
 """nag_core: step-by-step video-to-audio Foley with Negative Audio Guidance on MMAudio.
 
 Plain PyTorch. Never imports ComfyUI; the ComfyUI nodes in ../nodes are thin adapters over it.
+
+The names below are imported on first use, so ``import nag_core`` stays light::
+
+    import nag_core
+    model = nag_core.load("small_16k")                 # finds (or downloads) the weights
+    clip = nag_core.load_video("clip.mp4", start=0, duration=8)
+    session = nag_core.FoleySession(model, clip)
+    session.add_step("footsteps on gravel")
 """
 
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"
+
+_LAZY = {
+    "FoleySession": "pipeline", "StepSettings": "pipeline", "StepResult": "pipeline",
+    "MMAudioModel": "model", "VideoClip": "media", "write_audio": "media",
+    "read_audio": "media", "mux_audio_into_video": "media",
+    "load_controlnet": "controlnet", "resolve_models_dir": "download",
+    "ensure_model_files": "download", "run_chain": "chain", "redo_chain": "chain",
+    "NAGFoleyError": "errors", "WeightsError": "errors", "MediaError": "errors",
+    "ConfigError": "errors",
+}
+__all__ = ["load", "load_video", "__version__", *_LAZY]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'nag_core' has no attribute {name!r}")
+
+
+def load(variant: str = "small_16k", models_dir=None, device=None, dtype=None, *,
+         offline: bool | None = None, download: bool = True, progress: bool = True):
+    """An :class:`MMAudioModel` of ``variant`` from the models folder (resolved as in
+    :func:`nag_core.download.resolve_models_dir`), downloading missing files unless offline.
+    ``device`` defaults to cuda when available, ``dtype`` to float32."""
+    import torch
+
+    from .chain import parse_dtype
+    from .download import ensure_model_files
+    from .weights import load_model_files
+    files = ensure_model_files(variant, models_dir, offline=offline, download=download,
+                               progress=progress)
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return load_model_files(files, device=dev, dtype=parse_dtype(dtype))
+
+
+def load_video(path, start: float = 0.0, duration: float | None = 8.0):
+    """The CLIP and Synchformer frame streams of a video file (a :class:`VideoClip`)."""
+    from .media import decode_video
+    return decode_video(path, start=start, duration=duration)

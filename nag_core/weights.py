@@ -171,6 +171,24 @@ def _alternatives(root: Path, kind: str, mode: str, variant: str) -> list[str]:
     return found
 
 
+def missing_files(models_dir: str | os.PathLike, variant: str) -> list[RemoteFile]:
+    """The official files of ``variant`` that ``models_dir`` lacks, in download order. A file
+    counts as present under any name :func:`find_model_files` accepts (kijai's fp16 files, ...)."""
+    root = Path(models_dir)
+    mode = "16k" if variant.endswith("16k") else "44k"
+    out = []
+    for remote in required_files(variant):
+        kind = classify(remote.relpath)
+        if kind is None:  # a config file: only the official place counts
+            present = (root / remote.relpath).is_file()
+        else:
+            present = _first_existing(
+                root, [remote.relpath] + _alternatives(root, kind, mode, variant)) is not None
+        if not present:
+            out.append(remote)
+    return out
+
+
 def find_model_files(models_dir: str | os.PathLike, variant: str) -> ModelFiles:
     """Locate the files of ``variant`` in ``models_dir``. Missing files raise a WeightsError that
     lists exactly which files are missing, where to put them and where to get them."""

@@ -1,0 +1,233 @@
+"""Command line: ``python -m nag_core <command>`` (or ``nag-foley <command>``).
+
+Commands: generate, redo, demo, download, list-models, smoke-models. User errors (missing
+weights, bad settings, unreadable video) print one message and exit with status 2; a traceback
+means a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .errors import NAGFoleyError
+
+VARIANTS = ("small_16k", "small_44k", "medium_44k", "large_44k", "large_44k_v2")
+METHODS = ("nag", "negative_prompt", "independent")
+EXIT_USER_ERROR = 2
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _model_args(p: argparse.ArgumentParser, variant: bool = True) -> None:
+    if variant:
+        p.add_argument("--variant", default="small_16k", choices=VARIANTS,
+                       help="MMAudio variant (default small_16k, the paper's base model)")
+    p.add_argument("--models", metavar="DIR", default=None,
+                   help="models folder (default: $NAGFOLEY_MODELS_DIR, ComfyUI's models/mmaudio "
+                        "when run inside ComfyUI, else ~/.cache/nag-foley/models)")
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps ... (default: cuda "
+                   "when available, else cpu)")
+    p.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"),
+                   help="model precision (default float32)")
+    p.add_argument("--offline", action="store_true", default=None,
+                   help="never download (also NAGFOLEY_OFFLINE=1 or HF_HUB_OFFLINE=1): missing "
+                        "weights are listed with where to put them")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _step_args(p: argparse.ArgumentParser, defaults: bool) -> None:
+    d = (lambda v: v) if defaults else (lambda v: None)
+    p.add_argument("--alpha", type=float, default=None,
+                   help="text guidance strength (CFG), default 4.5")
+    p.add_argument("--beta", type=float, default=None,
+                   help="negative audio guidance strength (NAG), default 1.5")
+    p.add_argument("--steps", type=int, default=d(25), help="Euler steps per track (default 25)")
+    p.add_argument("--seed", type=int, default=d(42),
+                   help="seed of step 1; step k uses seed + k - 1 (default 42)" if defaults
+                   else "seed of the redone step")
+    p.add_argument("--method", default=None, choices=METHODS,
+                   help="how steps >= 2 avoid earlier tracks: nag (needs --controlnet; the "
+                        "default with one), negative_prompt (the default without), independent")
+    p.add_argument("--negative", default=None, metavar="TEXT",
+                   help="your own negative prompt (added to every step)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nag-foley", description="Step-by-step video-to-audio Foley with Negative Audio "
+        "Guidance (NAG) on MMAudio.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    g = sub.add_parser("generate", help="generate one track per prompt, step by step",
+                       description="Generate one track per --prompt (in order; step k is "
+                       "steered away from tracks 1..k-1), the -20 LUFS composite, the video with "
+                       "the composite muxed in, and record.json, into --out.")
+    g.add_argument("video", help="input video (never modified)")
+    g.add_argument("--prompt", action="append", required=True,
+                   help="the prompt of one step; repeat for each step, in order")
+    g.add_argument("--out", default="nag_foley_out", metavar="DIR",
+                   help="output folder (default ./nag_foley_out)")
+    g.add_argument("--controlnet", default=None, metavar="FILE",
+                   help="NAG ControlNet weights (.safetensors); enables --method nag")
+    g.add_argument("--start", type=float, default=0.0, help="seconds into the video (default 0)")
+    g.add_argument("--duration", type=float, default=8.0,
+                   help="seconds to generate (default 8, MMAudio's training length)")
+    g.add_argument("--gain-db", type=float, action="append", default=None, dest="gain_db",
+                   help="a track's gain in the mixes; give one per prompt, or none")
+    g.add_argument("--pcm16", action="store_true",
+                   help="write 16-bit WAVs instead of 32-bit float (a later redo then "
+                        "conditions on the 16-bit tracks)")
+    _step_args(g, defaults=True)
+    _model_args(g)
+    _run_args(g)
+
+    r = sub.add_parser("redo", help="regenerate step K (and the later ones) of an output folder",
+                       description="Regenerate step K of the chain in OUT with changed settings, "
+                       "then every later step with its recorded settings. Tracks before K stay "
+                       "byte-identical. --step N+1 adds a step.")
+    r.add_argument("out", metavar="OUT", help="a folder written by `generate`")
+    r.add_argument("--step", type=int, required=True, metavar="K",
+                   help="the step to redo (1-based)")
+    r.add_argument("--prompt", default=None, help="new prompt of step K (default: unchanged)")
+    r.add_argument("--gain-db", type=float, default=None, dest="gain_db")
+    r.add_argument("--to", default=None, metavar="DIR",
+                   help="write the result to another folder (earlier tracks are copied)")
+    r.add_argument("--controlnet", default=None, metavar="FILE",
+                   help="ControlNet (default: the one recorded)")
+    _step_args(r, defaults=False)
+    _model_args(r, variant=False)
+    _run_args(r)
+
+    d = sub.add_parser("demo", help="synthesise a demo video and run a 3-step chain on it",
+                       description="Writes nag_foley_demo.mp4 (a bouncing ball and a blinking "
+                       "lamp) and runs 'a ball bounces' / 'a lamp beeps' / 'rain falls'. Uses "
+                       "real weights only if already downloaded; otherwise tiny random "
+                       "smoke-test weights (the audio is noise, and it says so).")
+    d.add_argument("--out", default="nag_foley_demo", metavar="DIR",
+                   help="output folder (default ./nag_foley_demo)")
+    d.add_argument("--seconds", type=float, default=8.0, help="demo length (default 8)")
+    d.add_argument("--steps", type=int, default=None,
+                   help="Euler steps (default 25 with real weights, 10 with smoke weights)")
+    d.add_argument("--video-only", action="store_true",
+                   help="only write the demo video (nag_foley_demo.mp4, e.g. for the ComfyUI "
+                        "workflows) and stop")
+    _model_args(d)
+    d.add_argument("--device", default=None)
+    d.add_argument("--quiet", action="store_true")
+
+    dl = sub.add_parser("download", help="download the weights of a variant",
+                        description="Download the official files of a variant into the models "
+                        "folder (resumable, md5-checked).")
+    _model_args(dl)
+
+    ls = sub.add_parser("list-models", help="show the models folder and what it holds")
+    _model_args(ls, variant=False)
+
+    sm = sub.add_parser("smoke-models", help="write the tiny random smoke-test weight set",
+                        description="Write tiny random weights in the real names and layouts "
+                        "(for tests and install checks; they generate noise). Refuses to write "
+                        "into a folder that holds real weights.")
+    sm.add_argument("dir", metavar="DIR")
+    sm.add_argument("--44k", dest="with_44k", action="store_true", help="also the 44k set")
+    return parser
+
+
+# --------------------------------------------------------------------------- commands
+def _cmd_generate(a, argv) -> int:
+    from .chain import run_chain
+    run_chain(a.video, a.prompt, a.out, variant=a.variant, models_dir=a.models,
+              controlnet=a.controlnet, method=a.method, alpha=a.alpha, beta=a.beta,
+              steps=a.steps, seed=a.seed, start=a.start, duration=a.duration,
+              negative=a.negative or "", gains_db=a.gain_db, device=a.device, dtype=a.dtype,
+              offline=a.offline, encoding="pcm16" if a.pcm16 else "float",
+              progress=not a.quiet, command=["nag_core", *argv], log=_log)
+    return 0
+
+
+def _cmd_redo(a, argv) -> int:
+    from .chain import redo_chain
+    changes = {"prompt": a.prompt, "seed": a.seed, "steps": a.steps, "alpha": a.alpha,
+               "beta": a.beta, "method": a.method, "negative_text": a.negative,
+               "gain_db": a.gain_db}
+    redo_chain(a.out, a.step, changes=changes, models_dir=a.models, controlnet=a.controlnet,
+               device=a.device, dtype=a.dtype, offline=a.offline, to_dir=a.to,
+               progress=not a.quiet, command=["nag_core", *argv], log=_log)
+    return 0
+
+
+def _cmd_demo(a, argv) -> int:
+    from .demo import DEMO_NAME, run_demo, write_demo_video
+    if a.video_only:
+        _log(f"wrote {write_demo_video(Path(a.out) / DEMO_NAME, seconds=a.seconds)}")
+        return 0
+    run_demo(a.out, models_dir=a.models, variant=a.variant, seconds=a.seconds, steps=a.steps,
+             device=a.device, progress=not a.quiet, log=_log)
+    return 0
+
+
+def _cmd_download(a, argv) -> int:
+    from .download import ensure_model_files, resolve_models_dir
+    root = resolve_models_dir(a.models)
+    _log(f"models folder: {root}")
+    files = ensure_model_files(a.variant, root, offline=False)
+    _log(f"{a.variant} is complete in {root} (network: {files.network.name})")
+    return 0
+
+
+def _cmd_list_models(a, argv) -> int:
+    from .download import resolve_models_dir
+    from .smoke import MARKER
+    from .weights import NETWORK_FILES, find_model_files, list_weight_files
+    root = resolve_models_dir(a.models)
+    print(f"models folder: {root}" + ("" if root.is_dir() else " (does not exist yet)"))
+    if (root / MARKER).exists():
+        print("  NOTE: this is a smoke-test set (tiny random weights; generates noise)")
+    for rel in list_weight_files(root):
+        size = (root / rel).stat().st_size
+        print(f"  {rel}  ({size / 2**20:.1f} MiB)")
+    for variant in NETWORK_FILES:
+        try:
+            find_model_files(root, variant)
+            print(f"  {variant}: complete")
+        except NAGFoleyError:
+            print(f"  {variant}: incomplete (`python -m nag_core download --variant {variant}`)")
+    return 0
+
+
+def _cmd_smoke_models(a, argv) -> int:
+    from .smoke import write_smoke_models
+    modes = ("16k", "44k") if a.with_44k else ("16k",)
+    written = write_smoke_models(a.dir, modes=modes)
+    _log(f"wrote {len(written)} smoke-test files to {a.dir} (random weights: they generate "
+         "noise; use them to check an install, never for sound)")
+    return 0
+
+
+COMMANDS = {"generate": _cmd_generate, "redo": _cmd_redo, "demo": _cmd_demo,
+            "download": _cmd_download, "list-models": _cmd_list_models,
+            "smoke-models": _cmd_smoke_models}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args, argv)
+    except NAGFoleyError as e:
+        _log(f"error: {e}")
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        _log("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
