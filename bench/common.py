@@ -167,23 +167,27 @@ def interleaved(fns: dict[str, Callable[[], object]], reps: int, device: str = "
 
 @dataclass
 class Ratio:
-    """num/den from one run: the ratio of medians, and the spread of the per-turn ratios."""
+    """num/den from one run. ``value`` is the ratio of the fastest turns: on a shared machine
+    other processes only ever ADD time, so the minimum is the least disturbed estimate of a
+    compute-bound call. ``median`` is the ratio of medians; low/high the spread of the
+    per-turn ratios (each turn runs both sides back to back)."""
     value: float
+    median: float
     low: float
     high: float
-    num_median: float
-    den_median: float
+    num_best: float
+    den_best: float
 
     def line(self, name: str, extra: str = "") -> str:
-        return (f"RATIO {name} {self.value:.3f} (per-turn min {self.low:.3f} max "
-                f"{self.high:.3f}; medians {self.num_median * 1e3:.1f} ms / "
-                f"{self.den_median * 1e3:.1f} ms){' ' + extra if extra else ''}")
+        return (f"RATIO {name} {self.value:.3f} (fastest {self.num_best * 1e3:.1f} ms / "
+                f"{self.den_best * 1e3:.1f} ms; ratio of medians {self.median:.3f}; per-turn "
+                f"min {self.low:.3f} max {self.high:.3f}){' ' + extra if extra else ''}")
 
 
 def ratio(num: list[float], den: list[float]) -> Ratio:
     per_turn = [a / b for a, b in zip(num, den)]
-    nm, dm = statistics.median(num), statistics.median(den)
-    return Ratio(nm / dm, min(per_turn), max(per_turn), nm, dm)
+    return Ratio(min(num) / min(den), statistics.median(num) / statistics.median(den),
+                 min(per_turn), max(per_turn), min(num), min(den))
 
 
 class Goals:

@@ -8,7 +8,7 @@ attention: the network's FLOPs), i.e. (3 base branches + K control blocks) / (2 
 cond_embed(x_cond) runs once per generation (when the hook is built), not per step: it is
 counted and reported separately.
 
-Goal: time ratio within 5% of the FLOP ratio, one network call per step, and no per-step
+Goal: time ratio at most 5% above the FLOP ratio (below is fine: see the check), one network call per step, and no per-step
 condition work (preprocess_conditions, Conditions.cat, cond_embed: 0 calls inside a step).
 
     python bench/step_cost.py [--variant small_16k] [--device cpu|cuda] [--dtype fp32|bf16]
@@ -104,9 +104,12 @@ def main() -> None:
         r = ratio(times["nag"], times["cfg"])
         print(r.line("time_nag_step_over_cfg_step", f"vs FLOP ratio {flop_ratio:.3f}"))
         rel = r.value / flop_ratio - 1
-        goals.check("step_cost_matches_flops", abs(rel) <= TOLERANCE,
+        # One-sided: NAG may cost LESS than its FLOPs say (per-call costs that do not grow
+        # with the batch, e.g. reading the weights, are shared by 3 rows instead of 2), but
+        # must not cost more (that would be overhead outside the network's arithmetic).
+        goals.check("step_cost_matches_flops", rel <= TOLERANCE,
                     f"time ratio {r.value:.3f} is {rel:+.1%} off the FLOP ratio "
-                    f"{flop_ratio:.3f} (within {TOLERANCE:.0%} wanted)")
+                    f"{flop_ratio:.3f} (at most +{TOLERANCE:.0%} wanted)")
         if args.profile:
             profile_step(lambda: v_nag(inp.x, t), args.device)
     goals.finish(args.quick)
