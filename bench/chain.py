@@ -72,6 +72,7 @@ def main() -> None:
     setup(args)
     if args.quick:  # the smoke network, 2 tracks of 1 Euler step: seconds, not minutes
         args.chain_network, args.euler_steps, args.foley_steps = "smoke", 1, 2
+        args.duration = 0.64  # the shortest clip MMAudio takes: the vocoder dominates here
     steps = max(2, args.foley_steps)
     goals = Goals()
 

@@ -10,7 +10,11 @@ Method:
 * CPU: Linux /proc/self/status. ``base`` = VmRSS after the imports, before anything is built;
   ``ready`` = VmRSS once the model and inputs exist; then the high-water mark is reset to the
   current RSS (``echo 5 > /proc/self/clear_refs``) and after the generation ``peak`` = VmHWM.
-  A fresh process per measurement keeps the allocator's cached memory of earlier runs out.
+  A fresh process per measurement keeps the allocator's cached memory of earlier runs out;
+  the workers run with MALLOC_MMAP_THRESHOLD_=65536 (every block of 64 KiB or more, i.e. every
+  activation, is its own mapping, returned to the OS when freed) and call malloc_trim(0)
+  before ``ready``, so that freed memory of the build phase is not silently reused and the
+  growth of RSS really is the generation's working memory.
 * CUDA: torch.cuda.memory_allocated / reset_peak_memory_stats / max_memory_allocated, the
   same three points.
 Reported: ``total`` = peak - base (weights + the generation's working memory) and ``working``
@@ -25,6 +29,7 @@ from __future__ import annotations
 import common  # noqa: F401  (puts the checkout on sys.path)
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -72,6 +77,15 @@ class Meter:
         return _status("VmHWM")
 
 
+def _trim() -> None:
+    """Hand freed heap memory back to the OS (glibc), so RSS counts live memory only."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def worker(args) -> None:
     from nag_core.generation import noise, sample_cfg, sample_nag
 
@@ -82,6 +96,7 @@ def worker(args) -> None:
     inp = inputs(net)
     raw = [f.clone() for f in common.random_features(net)]
     x0 = noise(1, net, torch.Generator(device=args.device).manual_seed(0))
+    _trim()
     ready = meter.now()
     meter.reset()
     with torch.no_grad():
@@ -102,7 +117,8 @@ def worker(args) -> None:
 
 def measure(kind: str, argv: list[str]) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind] + argv
-    res = subprocess.run(cmd, capture_output=True, text=True)
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if res.returncode:
         raise SystemExit(f"worker {kind} failed:\n{res.stdout}\n{res.stderr}")
     line = [x for x in res.stdout.splitlines() if x.startswith("MEM ")][-1]
