@@ -12,7 +12,7 @@ Goal: time ratio at most 5% above the FLOP ratio (below is fine: see the check),
 condition work (preprocess_conditions, Conditions.cat, cond_embed: 0 calls inside a step).
 
     python bench/step_cost.py [--variant small_16k] [--device cpu|cuda] [--dtype fp32|bf16]
-                              [--duration 8] [--reps 7] [--profile] [--quick]
+                              [--duration 8] [--reps 7] [--profile] [--compile] [--quick]
 """
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ def profile_step(fn, device: str, rows: int = 15) -> None:
 def main() -> None:
     p = parser(__doc__.splitlines()[0], reps=7)
     p.add_argument("--profile", action="store_true", help="print the top ops of one NAG step")
+    p.add_argument("--compile", action="store_true",
+                   help="time torch.compile(network.predict_flow) (counts and FLOPs stay eager)")
     args = p.parse_args()
     setup(args)
     goals = Goals()
@@ -99,6 +101,9 @@ def main() -> None:
         goals.check("no_per_step_conditions", not any(per_step.values()),
                     f"calls inside a step: {per_step} (want all 0: built once per generation)")
 
+        if args.compile:  # the warm-up turn of interleaved() compiles both batch sizes
+            net.predict_flow = torch.compile(net.predict_flow)
+            print("timing torch.compile(network.predict_flow)")
         times = interleaved({"cfg": lambda: v_cfg(inp.x, t), "nag": lambda: v_nag(inp.x, t)},
                             args.reps, args.device)
         r = ratio(times["nag"], times["cfg"])
