@@ -42,8 +42,8 @@ def parser(description: str, reps: int) -> argparse.ArgumentParser:
     p.add_argument("--blocks", type=int, default=4, help="ControlNet blocks K")
     p.add_argument("--reps", type=int, default=reps, help="timed repetitions per variant")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads for both sides of every ratio (default: "
-                        "OMP_NUM_THREADS or torch's default)")
+                   help="torch CPU threads for both sides of every ratio (default: 1 with "
+                        "the cpu clock, else torch's default)")
     p.add_argument("--clock", choices=("auto", "cpu", "wall"), default="auto",
                    help="cpu: process CPU time (all threads), the default on --device cpu: on "
                         "a shared machine wall time also counts the neighbours' work; wall: "
@@ -59,10 +59,14 @@ def setup(args: argparse.Namespace) -> None:
     if args.quick:
         args.variant, args.duration, args.reps = "tiny", 1.0, 1
         args.blocks = min(args.blocks, 3)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
     if args.clock == "auto":
         args.clock = "wall" if args.device == "cuda" else "cpu"
+    if args.threads is None and args.clock == "cpu":
+        # Process CPU time with several OpenMP threads also counts their spin-waits, which grow
+        # when the machine is shared: one thread makes CPU time the work done.
+        args.threads = 1
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     global _clock
     _clock = time.process_time if args.clock == "cpu" else time.perf_counter
     if args.device == "cuda" and not torch.cuda.is_available():
