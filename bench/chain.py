@@ -22,14 +22,15 @@ import common  # noqa: F401  (puts the checkout on sys.path)
 
 import dataclasses
 import tempfile
+
 import torch
 
 from common import (DTYPES, CallCounter, Goals, build_controlnet, network_config, now, parser,
                     setup, sync)
 from nag_core.media import VideoClip
 from nag_core.mmaudio.network import MMAudioNetwork, randomize_parameters_
-from nag_core.model import MMAudioModel
 from nag_core import pipeline
+from nag_core.model import MMAudioModel
 from nag_core.pipeline import FoleySession, StepSettings, generate_track
 from nag_core.smoke import (TINY_CLIP_EMBED, TINY_SYNC_WIDTH, TINY_TEXT_WIDTH,
                             write_smoke_models)

@@ -73,7 +73,8 @@ def setup(args: argparse.Namespace) -> None:
         raise SystemExit("--device cuda: no CUDA device is available")
     print(f"machine: {machine()} | torch {torch.__version__} | threads "
           f"{torch.get_num_threads()} | device {args.device} | dtype {args.dtype} | variant "
-          f"{args.variant} | duration {args.duration:g} s | K {args.blocks} | reps {args.reps} | clock {args.clock}")
+          f"{args.variant} | duration {args.duration:g} s | K {args.blocks} | reps {args.reps} | "
+          f"clock {args.clock}")
 
 
 def machine() -> str:

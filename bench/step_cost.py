@@ -8,8 +8,9 @@ attention: the network's FLOPs), i.e. (3 base branches + K control blocks) / (2 
 cond_embed(x_cond) runs once per generation (when the hook is built), not per step: it is
 counted and reported separately.
 
-Goal: time ratio at most 5% above the FLOP ratio (below is fine: see the check), one network call per step, and no per-step
-condition work (preprocess_conditions, Conditions.cat, cond_embed: 0 calls inside a step).
+Goal: time ratio at most 5% above the FLOP ratio (below is fine: see the check), one network
+call per step, and no per-step condition work (preprocess_conditions, Conditions.cat,
+cond_embed: 0 calls inside a step).
 
     python bench/step_cost.py [--variant small_16k] [--device cpu|cuda] [--dtype fp32|bf16]
                               [--duration 8] [--reps 7] [--profile] [--compile] [--quick]
