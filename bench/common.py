@@ -25,6 +25,7 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 
 from nag_core.controlnet import ControlNetConfig, NAGControlNet  # noqa: E402
+from nag_core.errors import ConfigError  # noqa: E402
 from nag_core.mmaudio.network import Conditions, MMAudioNetwork, randomize_parameters_  # noqa: E402
 from nag_core.mmaudio.variants import VARIANTS, NetworkConfig, tiny_config  # noqa: E402
 
@@ -112,7 +113,7 @@ def build_controlnet(net: MMAudioNetwork, blocks: int, seed: int = 7) -> NAGCont
         try:
             cfg = ControlNetConfig(num_blocks=k).bound_to(net.config)
             break
-        except Exception:
+        except ConfigError:
             k -= 1
     else:
         cfg = ControlNetConfig(num_blocks=1)
