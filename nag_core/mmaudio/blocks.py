@@ -68,6 +68,10 @@ def layer_norm(x: Tensor) -> Tensor:
 
 def attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """Unmasked SDPA over (B, H, L, d); returns (B, L, H*d)."""
+    # The fused SDPA kernels need unit stride on the channel dim. v comes out of the
+    # interleaved qkv with stride 3 (fused blocks), which silently selects the unfused math
+    # path (about 1.5x slower per call on CPU at small_16k): copy it once instead.
+    q, k, v = (u if u.stride(-1) == 1 else u.contiguous() for u in (q, k, v))
     out = F.scaled_dot_product_attention(q, k, v)
     b, h, n, d = out.shape
     return out.transpose(1, 2).reshape(b, n, h * d)
