@@ -110,6 +110,26 @@ def test_workflows_reference_the_demo_video_and_controlnet():
         assert values["NAGFoley_NAGControlNetLoader"][0] == CONTROLNET_FILE
 
 
+# Measured in a real ComfyUI 0.3.64 (frontend 1.27.10): the frontend grows a 320-wide LoadVideo
+# to 462 to fit its preview of the square demo video; other nodes keep their declared sizes.
+LOAD_VIDEO_MIN_HEIGHT = 462
+TITLE_HEIGHT = 30  # LiteGraph draws the title above pos
+
+
+@pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.name)
+def test_ui_workflow_nodes_do_not_overlap_in_the_frontend(path):
+    """A node drawn over another hides its title and widgets when the template is opened."""
+    boxes = []
+    for n in json.loads(path.read_text())["nodes"]:
+        (x, y), (w, h) = n["pos"], n["size"]
+        if n["type"] == "NAGFoley_LoadVideo":
+            h = max(h, LOAD_VIDEO_MIN_HEIGHT)
+        boxes.append((n.get("title", n["type"]), x, y - TITLE_HEIGHT, x + w, y + h))
+    overlaps = [(a[0], b[0]) for i, a in enumerate(boxes) for b in boxes[i + 1:]
+                if a[1] < b[3] and b[1] < a[3] and a[2] < b[4] and b[2] < a[4]]
+    assert not overlaps, f"{path.name}: overlapping nodes {overlaps}"
+
+
 def test_five_step_chain_runs_and_encodes_the_video_once(monkeypatch):
     use_workspace(monkeypatch)
     from nag_core.model import MMAudioModel

@@ -138,12 +138,26 @@ def node(key, type_, pos, widgets=None, links=None, title=None, size=None):
             "links": links or {}, "title": title, "size": size}
 
 
+LOAD_VIDEO_HEIGHT = 480
+
+
+def controlnet_loader():
+    # 280 wide so it ends before the first sampler column (x = 320).
+    return node("cn", "NAGFoley_NAGControlNetLoader", [20, 440], {"controlnet": CONTROLNET_FILE},
+                {"model": ("model", "model")}, size=[280, 80])
+
+
 def _front(note_text):
     return [
         node("note", "Note", [-420, -260], {"text": note_text}, size=[400, 260]),
+        # The frontend adds a video preview under LoadVideo's widgets and grows the node to fit
+        # it (a 320-wide node with the square demo video became 462 tall in ComfyUI 0.3.64 /
+        # frontend 1.27.10), so its declared size leaves room for that and the loader below
+        # starts after it.
         node("video", "NAGFoley_LoadVideo", [-420, 40],
-             {"video": DEMO_VIDEO, "start_time": 0.0, "duration": 8.0}, size=[320, 360]),
-        node("model", "NAGFoley_MMAudioLoader", [-420, 440], MODEL_WIDGETS, size=[400, 250]),
+             {"video": DEMO_VIDEO, "start_time": 0.0, "duration": 8.0},
+             size=[320, LOAD_VIDEO_HEIGHT]),
+        node("model", "NAGFoley_MMAudioLoader", [-420, 600], MODEL_WIDGETS, size=[400, 250]),
         node("encode", "NAGFoley_EncodeVideo", [20, 40],
              links={"model": ("model", "model"), "video": ("video", "video")}, size=[260, 60]),
     ]
@@ -151,9 +165,7 @@ def _front(note_text):
 
 def chain_workflow():
     nodes = _front(NOTE_CHAIN)
-    nodes.append(node("cn", "NAGFoley_NAGControlNetLoader", [20, 440],
-                      {"controlnet": CONTROLNET_FILE}, {"model": ("model", "model")},
-                      size=[340, 80]))
+    nodes.append(controlnet_loader())
     prev_mix = prev_chain = None
     for k, prompt in enumerate(CHAIN_PROMPTS, start=1):
         x = 320 + (k - 1) * 380
@@ -181,9 +193,7 @@ def chain_workflow():
 
 def single_workflow():
     nodes = _front(NOTE_SINGLE)
-    nodes.append(node("cn", "NAGFoley_NAGControlNetLoader", [20, 440],
-                      {"controlnet": CONTROLNET_FILE}, {"model": ("model", "model")},
-                      size=[340, 80]))
+    nodes.append(controlnet_loader())
     nodes.append(node("s1", "NAGFoley_NAGSampler", [400, 100],
                       {"prompt": CHAIN_PROMPTS[0], "method": "nag", "seed": 1001},
                       {"model": ("model", "model"), "features": ("encode", "features"),
@@ -200,9 +210,7 @@ def single_workflow():
 
 def comparison_workflow():
     nodes = _front(NOTE_COMPARE)
-    nodes.append(node("cn", "NAGFoley_NAGControlNetLoader", [20, 440],
-                      {"controlnet": CONTROLNET_FILE}, {"model": ("model", "model")},
-                      size=[340, 80]))
+    nodes.append(controlnet_loader())
     base = {"model": ("model", "model"), "features": ("encode", "features")}
     nodes.append(node("s1", "NAGFoley_NAGSampler", [320, 100],
                       {"prompt": CHAIN_PROMPTS[0], "seed": 1001}, base,
