@@ -94,7 +94,16 @@ def write_safetensors(state: Mapping[str, Tensor], path: str | os.PathLike,
     tmp = p.with_name(p.name + ".partial")
     save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp),
               metadata=dict(metadata or {}))
+    _usual_permissions(tmp)
     os.replace(tmp, p)
+
+
+def _usual_permissions(path: Path) -> None:
+    """safetensors creates files readable by their owner only (0600); a weight file trained by
+    one user and served by ComfyUI as another must be readable like any other file (umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def write_torch(obj, path: str | os.PathLike) -> None:
