@@ -47,9 +47,12 @@ def sample_cfg(network: MMAudioNetwork, conditions: Conditions, empty_conditions
                callback: Optional[StepCallback] = None) -> Tensor:
     """Euler-integrate from noise x0 (t = 0) to the normalized latent x1 (t = 1) with CFG.
     ``conditions`` and ``empty_conditions`` must have x0's batch size. Returns x1 (normalized;
-    apply ``network.unnormalize`` before the VAE)."""
-    velocity = cfg_velocity(network, conditions, empty_conditions, cfg_strength)
-    return euler(velocity, x0, steps, callback)
+    apply ``network.unnormalize`` before the VAE). Runs without autograd, like
+    :func:`sample_nag`: a base whose parameters require grad (a freshly built or randomized
+    network) would otherwise keep the graph of every step alive."""
+    with torch.no_grad():
+        velocity = cfg_velocity(network, conditions, empty_conditions, cfg_strength)
+        return euler(velocity, x0, steps, callback)
 
 
 # ----------------------------------------------------------------- NAG (step k >= 2) and baselines

@@ -146,3 +146,15 @@ def test_sampling_builds_no_graph_with_a_trainable_controlnet(setup):
     net, cond, empty, ctrl, x0, xc = setup
     cn = controlnet(net, nonzero=True)  # requires_grad on, as during training
     assert not sample_nag(net, cn, cond, empty, ctrl, xc, x0, 2).requires_grad
+
+
+def test_cfg_sampling_builds_no_graph_with_a_trainable_base():
+    # tiny_network() keeps requires_grad on (no ControlNet froze it): without no_grad the
+    # graph of all steps would stay alive (gigabytes at large_44k_v2) and the result need grad.
+    net = tiny_network()
+    assert any(p.requires_grad for p in net.parameters())
+    with torch.no_grad():
+        cond, empty, _ = all_conditions(net, 1)
+    x0 = latent(net, 1, 20)
+    assert not sample_cfg(net, cond, empty, x0, 2, ALPHA).requires_grad
+    assert not sample_negative_prompt(net, cond, empty, x0, 2, ALPHA).requires_grad

@@ -126,3 +126,17 @@ def test_tables_stay_float32_under_dtype_casts():
     for name in ("latent_rot", "clip_rot", "t_embed.freqs"):
         assert net.get_buffer(name).dtype == torch.float32, name
     assert torch.equal(net.latent_rot, rope_table(net.latent_seq_len, 32))
+
+
+def test_features_on_another_device_are_moved_to_the_network():
+    # CLIP/Synchformer may run on the CPU while the network sits on CUDA; the meta device
+    # stands in for the accelerator here (no GPU in CI).
+    net = MMAudioNetwork(tiny_config("16k"), duration=1.0).to("meta")
+    c = net.config
+    clip = torch.randn(1, net.clip_seq_len, c.clip_dim)
+    sync = torch.randn(1, net.sync_seq_len, c.sync_dim)
+    text = torch.randn(2, c.text_seq_len, c.text_dim)
+    cond = net.preprocess_conditions(clip, sync, text[:1])
+    assert cond.sync_f.device.type == "meta" and cond.text_f_c.device.type == "meta"
+    empty = net.get_empty_conditions(2, negative_text_features=text)
+    assert empty.text_f.device.type == "meta" and empty.text_f.shape[0] == 2

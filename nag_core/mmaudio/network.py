@@ -228,9 +228,11 @@ class MMAudioNetwork(nn.Module):
         self._check_len("clip", clip_f, self.clip_seq_len, c.clip_dim)
         self._check_len("sync", sync_f, self.sync_seq_len, c.sync_dim)
         self._check_len("text", text_f, c.text_seq_len, c.text_dim)
-        clip = self.clip_input_proj(clip_f.to(self.dtype))
-        sync = self._project_sync(sync_f.to(self.dtype))
-        text = self.text_input_proj(text_f.to(self.dtype))
+        # Features may come from encoders on another device (e.g. CLIP kept on the CPU).
+        to = dict(device=self.device, dtype=self.dtype)
+        clip = self.clip_input_proj(clip_f.to(**to))
+        sync = self._project_sync(sync_f.to(**to))
+        text = self.text_input_proj(text_f.to(**to))
         return Conditions(clip_f=clip, sync_f=sync, text_f=text,
                           clip_f_c=self.clip_cond_proj(clip.mean(dim=1)),
                           text_f_c=self.text_cond_proj(text.mean(dim=1)))
@@ -241,7 +243,7 @@ class MMAudioNetwork(nn.Module):
         sync_f = (sync_f.view(b, ns // 8, 8, ch) + self.sync_pos_emb).flatten(1, 2)
         sync = self.sync_input_proj(sync_f)
         # nearest-exact stretch from Ns to N tokens (precomputed float32 index map)
-        return sync.index_select(1, self.sync_index.to(sync.device))
+        return sync.index_select(1, self.sync_index)
 
     def get_empty_clip_sequence(self, batch: int) -> Tensor:
         return self.empty_clip_feat.unsqueeze(0).expand(batch, self.clip_seq_len, -1)
@@ -268,9 +270,8 @@ class MMAudioNetwork(nn.Module):
                                            self.get_empty_sync_sequence(1), text[:1])
         if text.shape[0] == 1:
             return video.expand(batch)
-        c = self._config
-        self._check_len("text", text, c.text_seq_len, c.text_dim)
-        text_p = self.text_input_proj(text.to(self.dtype))
+        # text[:1] passed preprocess_conditions' shape check, so all rows have the right shape
+        text_p = self.text_input_proj(text.to(device=self.device, dtype=self.dtype))
         v = video.expand(batch)
         return Conditions(clip_f=v.clip_f, sync_f=v.sync_f, text_f=text_p,
                           clip_f_c=v.clip_f_c, text_f_c=self.text_cond_proj(text_p.mean(dim=1)))
