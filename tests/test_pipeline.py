@@ -225,3 +225,26 @@ def test_bad_settings_are_clear_errors():
         StepSettings("x", method="magic")
     with pytest.raises(ConfigError, match="steps"):
         StepSettings("x", steps=0)
+
+
+def test_a_failed_redo_keeps_every_step_of_the_session(model16, clip):
+    session = FoleySession(model16, clip)
+    for k in range(3):
+        session.add_step(f"s{k}", seed=k, steps=1, method="independent")
+    before = list(session.results)
+    with pytest.raises(ConfigError, match="ControlNet"):  # step 2 as NAG, with no ControlNet
+        session.redo_step(2, method="nag")
+    assert session.results == before
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel_third(i, n, calls=[]):
+        calls.append(i)
+        if len(calls) > 1:  # step 2 done, cancelled during step 3
+            raise Cancelled
+
+    session.progress = cancel_third
+    with pytest.raises(Cancelled):
+        session.redo_step(2, seed=7)
+    assert session.results == before
