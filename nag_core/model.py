@@ -34,8 +34,9 @@ class VideoFeatures:
 class MMAudioModel(nn.Module):
     """A complete MMAudio (any of the five variants, or a tiny test model).
 
-    Holds nn.Modules only, so ``.to(device, dtype)`` moves everything. The mel filterbank and the
-    VAE's data statistics stay float32 where the official code keeps them (see ``to``).
+    Holds nn.Modules only, so ``.to(device, dtype)`` moves everything. Only the mel converter
+    stays float32 (see ``to``: its STFT needs the precision); the VAE casts its input to its own
+    dtype, so a bf16 model encodes a float32 mel.
     """
 
     def __init__(self, network: MMAudioNetwork, vae: nn.Module, vocoder: nn.Module,
