@@ -154,7 +154,9 @@ class MMAudioModel(nn.Module):
                               f"expects {net.latent_seq_len}")
         return net.normalize(mean.to(net.dtype))
 
-    def to(self, *args, **kwargs):  # keep the mel filterbank in float32 (FFT precision)
+    def to(self, *args, **kwargs):
         super().to(*args, **kwargs)
-        self.mel.float()
+        # The mel converter stays float32 (FFT precision). Rebuilt rather than cast back: a
+        # filterbank rounded to bf16 and returned to float32 is no longer the official one.
+        self.mel = mel_converter(self.mode).to(self.device)
         return self
