@@ -228,6 +228,17 @@ def _step_settings(prompts, *, method, seed, steps, alpha, beta, negative, gains
             for i, p in enumerate(prompts)]
 
 
+def _drop_stale_tracks(out: Path, steps: int) -> None:
+    """In our folder from an earlier, longer chain, delete its tracks past ``steps`` (only once
+    the new chain is made: a run that fails must not cost the old one its files)."""
+    if not (out / RECORD_NAME).is_file():
+        return
+    for old in out.glob("track_*_*.wav"):
+        index = old.name.split("_")[1]
+        if index.isdigit() and int(index) > steps:
+            old.unlink()
+
+
 def _check_method(method, controlnet):
     if method == "nag" and not controlnet:
         raise ConfigError("method 'nag' needs a NAG ControlNet (--controlnet FILE); without one "
@@ -269,11 +280,6 @@ def run_chain(video, prompts: Sequence[str], out_dir, *, variant: str = "small_1
         raise ConfigError(f"video not found: {video}")
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    if (out / RECORD_NAME).is_file():  # our folder from an earlier, longer chain: drop its tail
-        for old in out.glob("track_*_*.wav"):
-            index = old.name.split("_")[1]
-            if index.isdigit() and int(index) > len(prompts):
-                old.unlink()
     method = method or default_method(controlnet)
     _check_method(method, controlnet)
     alpha = ALPHA_DEFAULT if alpha is None else alpha
@@ -303,6 +309,7 @@ def run_chain(video, prompts: Sequence[str], out_dir, *, variant: str = "small_1
         entries = _run_steps(session, plan, 1, out, encoding, inputs, bar, log)
     finally:
         bar.close()
+    _drop_stale_tracks(out, len(plan))
     t = time.perf_counter()
     composite, video_out = _write_outputs(session, out, video, clip.start, encoding, inputs)
     record = {

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Mapping
 
@@ -92,10 +93,21 @@ def write_safetensors(state: Mapping[str, Tensor], path: str | os.PathLike,
     from safetensors.torch import save_file
     p = Path(path)
     tmp = p.with_name(p.name + ".partial")
-    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp),
-              metadata=dict(metadata or {}))
-    _usual_permissions(tmp)
-    os.replace(tmp, p)
+    with _removed_on_failure(tmp):
+        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp),
+                  metadata=dict(metadata or {}))
+        _usual_permissions(tmp)
+        os.replace(tmp, p)
+
+
+@contextmanager
+def _removed_on_failure(tmp: Path):
+    """A write that fails half way (full disk, bad tensor, Ctrl-C) leaves no ``.partial``."""
+    try:
+        yield
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _usual_permissions(path: Path) -> None:
@@ -110,5 +122,6 @@ def write_torch(obj, path: str | os.PathLike) -> None:
     """torch.save atomically (temporary name, then rename)."""
     p = Path(path)
     tmp = p.with_name(p.name + ".partial")
-    torch.save(obj, str(tmp))
-    os.replace(tmp, p)
+    with _removed_on_failure(tmp):
+        torch.save(obj, str(tmp))
+        os.replace(tmp, p)

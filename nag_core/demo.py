@@ -10,7 +10,6 @@ audio is noise from random weights.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -57,11 +56,12 @@ def write_demo_video(path, seconds: float = 8.0, fps: int = 25, size: int = 128)
     """Encode :func:`demo_frames` to ``path`` (H.264 in MP4, no audio; written atomically)."""
     import av
 
+    from .media._files import written_atomically
+
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     frames = demo_frames(seconds, fps, size).numpy()
-    tmp = out.with_name(f".{out.stem}.partial-{os.getpid()}{out.suffix}")
-    try:
+    with written_atomically(out) as tmp:
         with av.open(str(tmp), "w") as container:
             stream = container.add_stream("libx264" if _has_encoder("libx264") else "mpeg4",
                                           rate=fps)
@@ -73,10 +73,6 @@ def write_demo_video(path, seconds: float = 8.0, fps: int = 25, size: int = 128)
                     container.mux(packet)
             for packet in stream.encode():
                 container.mux(packet)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return out
 
 

@@ -34,8 +34,9 @@ class VideoFeatures:
 class MMAudioModel(nn.Module):
     """A complete MMAudio (any of the five variants, or a tiny test model).
 
-    Holds nn.Modules only, so ``.to(device, dtype)`` moves everything. The mel filterbank and the
-    VAE's data statistics stay float32 where the official code keeps them (see ``to``).
+    Holds nn.Modules only, so ``.to(device, dtype)`` moves everything. Only the mel converter
+    stays float32 (see ``to``: its STFT needs the precision); the VAE casts its input to its own
+    dtype, so a bf16 model encodes a float32 mel.
     """
 
     def __init__(self, network: MMAudioNetwork, vae: nn.Module, vocoder: nn.Module,
@@ -153,7 +154,9 @@ class MMAudioModel(nn.Module):
                               f"expects {net.latent_seq_len}")
         return net.normalize(mean.to(net.dtype))
 
-    def to(self, *args, **kwargs):  # keep the mel filterbank in float32 (FFT precision)
+    def to(self, *args, **kwargs):
         super().to(*args, **kwargs)
-        self.mel.float()
+        # The mel converter stays float32 (FFT precision). Rebuilt rather than cast back: a
+        # filterbank rounded to bf16 and returned to float32 is no longer the official one.
+        self.mel = mel_converter(self.mode).to(self.device)
         return self

@@ -33,3 +33,21 @@ def test_truncated_and_empty_files_say_download_again(tmp_path):
         read_state_dict(empty)
     with pytest.raises(WeightsError, match="not found"):
         read_state_dict(tmp_path / "missing.pth")
+
+
+
+def test_a_failed_write_leaves_no_partial_file_and_keeps_the_old_one(tmp_path, monkeypatch):
+    import nag_core.checkpoint as ckpt
+
+    def refuse(path):
+        raise PermissionError("chmod refused")
+
+    monkeypatch.setattr(ckpt, "_usual_permissions", refuse)  # fails after the file is written
+    for write, obj, name in ((write_safetensors, {"a": torch.ones(2)}, "w.safetensors"),
+                             (write_torch, {"f": lambda: 0}, "w.pth")):  # a lambda cannot pickle
+        path = tmp_path / name
+        path.write_bytes(b"old")
+        with pytest.raises(Exception):
+            write(obj, path)
+        assert path.read_bytes() == b"old"
+        assert [p.name for p in tmp_path.iterdir() if "partial" in p.name] == []

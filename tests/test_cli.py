@@ -208,3 +208,14 @@ def test_demo_video_only(tmp_path, capsys):
     n_v, n_a, frames, _ = _streams(tmp_path / "nag_foley_demo.mp4")
     assert (n_v, n_a, frames) == (1, 0, 25)
     assert list(tmp_path.iterdir()) == [tmp_path / "nag_foley_demo.mp4"]
+
+
+def test_a_failed_generate_into_an_old_output_folder_deletes_nothing(env, tmp_path):
+    import shutil
+    out = tmp_path / "old"
+    shutil.copytree(env["out"], out)
+    before = sorted(p.name for p in out.iterdir())
+    code = cli.main(["generate", str(env["video"]), "--out", str(out), "--models",
+                     str(tmp_path / "no-weights"), "--offline", "--prompt", "one step", "--quiet"])
+    assert code == 2
+    assert sorted(p.name for p in out.iterdir()) == before  # tracks 2 and 3 of the old chain stay

@@ -225,3 +225,39 @@ def test_bad_settings_are_clear_errors():
         StepSettings("x", method="magic")
     with pytest.raises(ConfigError, match="steps"):
         StepSettings("x", steps=0)
+
+
+def test_a_failed_redo_keeps_every_step_of_the_session(model16, clip):
+    session = FoleySession(model16, clip)
+    for k in range(3):
+        session.add_step(f"s{k}", seed=k, steps=1, method="independent")
+    before = list(session.results)
+    with pytest.raises(ConfigError, match="ControlNet"):  # step 2 as NAG, with no ControlNet
+        session.redo_step(2, method="nag")
+    assert session.results == before
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel_third(i, n, calls=[]):
+        calls.append(i)
+        if len(calls) > 1:  # step 2 done, cancelled during step 3
+            raise Cancelled
+
+    session.progress = cancel_third
+    with pytest.raises(Cancelled):
+        session.redo_step(2, seed=7)
+    assert session.results == before
+
+
+def test_a_bf16_model_keeps_the_exact_float32_mel_filterbank(smoke_dir):
+    from nag_core.mmaudio.mel import mel_converter
+    model = load_model_files(find_model_files(smoke_dir, "small_16k"), dtype=torch.bfloat16)
+    assert model.dtype == torch.bfloat16 and model.vae.data_mean.dtype == torch.bfloat16
+    fresh = mel_converter("16k")
+    assert model.mel.mel_basis.dtype == torch.float32
+    assert torch.equal(model.mel.mel_basis, fresh.mel_basis)  # not bf16-rounded
+    assert torch.equal(model.mel.window, fresh.window)
+    wave = torch.sin(torch.arange(16000) * 0.05)[None] * 0.5
+    x = model.encode_mix(wave, 16000)  # float32 mel into a bf16 VAE: no dtype error
+    assert x.dtype == torch.bfloat16 and torch.isfinite(x.float()).all()
