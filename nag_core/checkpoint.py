@@ -113,9 +113,22 @@ def _removed_on_failure(tmp: Path):
 def _usual_permissions(path: Path) -> None:
     """safetensors creates files readable by their owner only (0600); a weight file trained by
     one user and served by ComfyUI as another must be readable like any other file (umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+    os.chmod(path, 0o666 & ~_umask())
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows: setting it to probe it
+    would, for an instant, give any file another thread creates open permissions."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # elsewhere: the classic probe
+    os.umask(mask)
+    return mask
 
 
 def write_torch(obj, path: str | os.PathLike) -> None:

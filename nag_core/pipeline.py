@@ -7,6 +7,9 @@ by one of three methods (the paper's Table 2):
 * ``"negative_prompt"``: CFG whose unconditional text is the earlier prompts;
 * ``"independent"``: plain CFG, ignoring earlier steps (NAG with beta = 0).
 
+The default, ``"auto"``, is NAG when the session has a ControlNet and negative prompting when it
+has none (the command line chooses the same way).
+
 Redoing step k (new prompt or seed) keeps tracks 1..k-1 untouched and regenerates k and every
 later step, because their conditioning mixes depend on track k.
 """
@@ -40,13 +43,14 @@ class StepSettings:
     steps: int = 25
     alpha: float = ALPHA_DEFAULT
     beta: float = BETA_DEFAULT
-    method: str = "nag"
+    method: str = "auto"  # nag with a ControlNet, else negative_prompt (as the CLI chooses)
     negative_text: str = ""  # user's own negative prompt (appended to the baseline's, if any)
     gain_db: float = 0.0  # this track's gain in the mixes (composite and later conditioning)
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ConfigError(f"unknown method {self.method!r}; use one of {', '.join(METHODS)}")
+        if self.method not in METHODS + ("auto",):
+            raise ConfigError(f"unknown method {self.method!r}; use one of {', '.join(METHODS)} "
+                              "or auto")
         if self.steps < 1:
             raise ConfigError(f"steps must be at least 1, got {self.steps}")
 
@@ -79,6 +83,8 @@ def generate_track(model: MMAudioModel, features: VideoFeatures, settings: StepS
     conditions = net.preprocess_conditions(clip_f, sync_f, text)
 
     method = "cfg" if condition_mix is None else settings.method
+    if method == "auto":
+        method = "nag" if controlnet is not None else "negative_prompt"
     if method == "nag" and settings.beta == 0:
         method = "independent"  # Eq. 9 with beta = 0 is plain CFG, bit for bit
     negatives = [settings.negative_text] if settings.negative_text.strip() else []

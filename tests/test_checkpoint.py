@@ -51,3 +51,13 @@ def test_a_failed_write_leaves_no_partial_file_and_keeps_the_old_one(tmp_path, m
             write(obj, path)
         assert path.read_bytes() == b"old"
         assert [p.name for p in tmp_path.iterdir() if "partial" in p.name] == []
+
+
+def test_umask_is_read_without_changing_it():
+    from nag_core.checkpoint import _umask
+    before = os.umask(0o027)
+    try:
+        assert _umask() == 0o027
+        assert _umask() == 0o027  # reading it left it as it was
+    finally:
+        os.umask(before)
