@@ -456,3 +456,25 @@ def test_a_resident_model_asks_comfyui_for_no_room(monkeypatch):
         pass
     assert asked == [15 * 4]
     assert host.bytes_to_move(module, meta) == 0
+
+
+def test_only_the_nag_method_moves_the_controlnet(monkeypatch):
+    host = submodule("host")
+    model, controlnet, _, _ = loaded(monkeypatch)
+    first = sample(monkeypatch)
+    mix = nodes()["NAGFoley_MixAndNormalize"]().mix(first, 0.0)[1]
+    original = host.model_on_device
+    moved = []
+
+    def spy(module, device, offload_to):
+        moved.append(module)
+        return original(module, device, offload_to)
+
+    monkeypatch.setattr(host, "model_on_device", spy)
+    for method in ("negative_prompt", "independent"):
+        sample(monkeypatch, "rain", method=method, negative_audio=mix, controlnet=controlnet,
+               steps=2)
+    assert moved and all(m is model.model for m in moved)
+    moved.clear()
+    sample(monkeypatch, "rain", method="nag", negative_audio=mix, controlnet=controlnet, steps=2)
+    assert any(m is controlnet for m in moved)
