@@ -190,21 +190,15 @@ class FoleySession:
 
     def redo_step(self, k: int, **changes) -> list[StepResult]:
         """Regenerate step k (1-based) with changed settings (prompt=, seed=, beta=, ...), then
-        every later step with its own settings. Steps before k are not touched. If any of them
-        fails or is cancelled, the session keeps all its previous steps, as they were."""
+        every later step with its own settings. Steps before k are not touched."""
         if not 1 <= k <= len(self.results):
             raise ConfigError(f"there is no step {k}; the session has {len(self.results)}")
-        old = list(self.results)
-        later = [r.settings for r in old[k:]]
-        new = replace(old[k - 1].settings, **changes)
+        later = [r.settings for r in self.results[k:]]
+        new = replace(self.results[k - 1].settings, **changes)
         del self.results[k - 1:]
         redone = []
-        try:
-            for s in [new] + later:
-                result = self._generate(len(self.results) + 1, s)
-                self.results.append(result)
-                redone.append(result)
-        except BaseException:
-            self.results[:] = old  # a failed redo must not cost the user steps k..n
-            raise
+        for s in [new] + later:
+            result = self._generate(len(self.results) + 1, s)
+            self.results.append(result)
+            redone.append(result)
         return redone
