@@ -195,7 +195,7 @@ def intermediate_device() -> torch.device:
 def free_memory(num_bytes: int, device: torch.device) -> None:
     """Ask ComfyUI to unload other models until ``num_bytes`` fit on ``device``."""
     mm = _module("comfy.model_management")
-    if mm is not None and device.type != "cpu":
+    if mm is not None and device.type != "cpu" and num_bytes > 0:
         mm.free_memory(num_bytes, device)
 
 
@@ -207,14 +207,26 @@ def soft_empty_cache() -> None:
         torch.cuda.empty_cache()
 
 
+def _on(tensor: torch.Tensor, device: torch.device) -> bool:
+    return tensor.device.type == device.type and (device.index is None
+                                                  or tensor.device.index == device.index)
+
+
+def bytes_to_move(module: torch.nn.Module, device: torch.device) -> int:
+    """Bytes of ``module``'s parameters and buffers that are not on ``device`` yet."""
+    tensors = list(module.parameters()) + list(module.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors if not _on(t, device))
+
+
 @contextlib.contextmanager
 def model_on_device(module: torch.nn.Module, device: torch.device,
                     offload_to: Optional[torch.device]) -> Iterator[torch.nn.Module]:
     """Move ``module`` to ``device`` for the block; afterwards (also after Cancel or an error)
     move it to ``offload_to`` when given, and release cached GPU memory."""
     if device.type != "cpu":
-        size = sum(p.numel() * p.element_size() for p in module.parameters())
-        free_memory(size, device)
+        # Only what still has to move: a module already resident (offload off) needs no room,
+        # and asking for its whole size again would evict other models on every node run.
+        free_memory(bytes_to_move(module, device), device)
     module.to(device)
     try:
         yield module

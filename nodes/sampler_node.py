@@ -96,7 +96,10 @@ class NAGSampler:
                     "negative_prompt needs the earlier prompts: connect MixAndNormalize's mix "
                     "(it carries them) or type them into negative_text")
         progress = host.Progress(int(steps))
-        extra = (controlnet,) if controlnet is not None and mix is not None else ()
+        # Only the nag method (with a mix to push away from) runs the ControlNet: for the others
+        # it is not moved to the GPU (nor back, with offload) at all.
+        uses_controlnet = controlnet is not None and mix is not None and method == "nag"
+        extra = (controlnet,) if uses_controlnet else ()
         with model.active(*extra):
             if extra:
                 controlnet.to(dtype=model.model.dtype)

@@ -438,3 +438,43 @@ def test_comfyui_services_are_used_when_present(monkeypatch):
         sample(monkeypatch, steps=3)
     cancel = False
     assert sample(monkeypatch, steps=3)["waveform"].shape[-1] == int(DEMO_SECONDS * 16000)
+
+
+def test_a_resident_model_asks_comfyui_for_no_room(monkeypatch):
+    """free_memory gets only the bytes still to move: asking for a resident model's whole size
+    again would make ComfyUI evict other models on every node run."""
+    host = submodule("host")
+    asked = []
+    mm = types.SimpleNamespace(free_memory=lambda n, d: asked.append(n),
+                               soft_empty_cache=lambda: None)
+    monkeypatch.setitem(sys.modules, "comfy.model_management", mm)
+    module = torch.nn.Linear(4, 3)  # 15 float32 parameters
+    meta = torch.device("meta")  # a non-CPU device that exists on every torch build
+    with host.model_on_device(module, meta, None):
+        pass
+    with host.model_on_device(module, meta, None):
+        pass
+    assert asked == [15 * 4]
+    assert host.bytes_to_move(module, meta) == 0
+
+
+def test_only_the_nag_method_moves_the_controlnet(monkeypatch):
+    host = submodule("host")
+    model, controlnet, _, _ = loaded(monkeypatch)
+    first = sample(monkeypatch)
+    mix = nodes()["NAGFoley_MixAndNormalize"]().mix(first, 0.0)[1]
+    original = host.model_on_device
+    moved = []
+
+    def spy(module, device, offload_to):
+        moved.append(module)
+        return original(module, device, offload_to)
+
+    monkeypatch.setattr(host, "model_on_device", spy)
+    for method in ("negative_prompt", "independent"):
+        sample(monkeypatch, "rain", method=method, negative_audio=mix, controlnet=controlnet,
+               steps=2)
+    assert moved and all(m is model.model for m in moved)
+    moved.clear()
+    sample(monkeypatch, "rain", method="nag", negative_audio=mix, controlnet=controlnet, steps=2)
+    assert any(m is controlnet for m in moved)
