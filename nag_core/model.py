@@ -135,23 +135,28 @@ class MMAudioModel(nn.Module):
         return wave[:, 0].float()
 
     @torch.no_grad()
-    def encode_mix(self, wave: Tensor, sample_rate: int) -> Tensor:
-        """A conditioning mix (channels, samples) -> x_cond (1, N, C): down-mix, resample to the
-        model rate, fit to the network's length, mel -> VAE encode -> posterior MEAN -> network
-        normalisation (the design doc: deterministic at inference, as in training)."""
-        net = self.network
+    def encode_posterior(self, wave: Tensor, sample_rate: int, latent_len: int):
+        """Audio (channels, samples) or (samples,) -> the VAE posterior over ``latent_len`` latent
+        frames, channel-first (1, C, N): down-mix, resample to the model rate, pad with silence or
+        trim to ``latent_len * 2 * hop`` samples, mel -> VAE encode. Shared by the inference-time
+        conditioning mix and training's extraction, so both see exactly the same audio path."""
         mono = wave.float().mean(dim=0, keepdim=True) if wave.dim() == 2 else wave.float()[None]
         mono = resample(mono, sample_rate, self.sample_rate)
-        hop = MODES[self.mode].hop
-        need = net.latent_seq_len * 2 * hop
+        need = latent_len * 2 * MODES[self.mode].hop
         if mono.shape[-1] < need:
             mono = torch.nn.functional.pad(mono, (0, need - mono.shape[-1]))
-        mono = mono[..., :need].to(self.device)
-        posterior = encode_audio(self.mel, self.vae, mono)
-        mean = posterior.mean.transpose(1, 2)  # (1, N, C)
-        if mean.shape[1] != net.latent_seq_len:
-            raise ConfigError(f"encoded mix has {mean.shape[1]} latent frames, the network "
-                              f"expects {net.latent_seq_len}")
+        posterior = encode_audio(self.mel, self.vae, mono[..., :need].to(self.device))
+        if posterior.mean.shape[-1] != latent_len:
+            raise ConfigError(f"encoded audio has {posterior.mean.shape[-1]} latent frames, "
+                              f"{latent_len} were expected")
+        return posterior
+
+    @torch.no_grad()
+    def encode_mix(self, wave: Tensor, sample_rate: int) -> Tensor:
+        """A conditioning mix -> x_cond (1, N, C): the posterior MEAN (deterministic at inference,
+        as in training; design doc §4) in the network's normalised space."""
+        net = self.network
+        mean = self.encode_posterior(wave, sample_rate, net.latent_seq_len).mean.transpose(1, 2)
         return net.normalize(mean.to(net.dtype))
 
     def to(self, *args, **kwargs):

@@ -114,12 +114,12 @@ class ModelSegmentEncoder:
     def encode_audio(self, path: Path, start: float, seconds: float) -> dict[str, Tensor]:
         from ..media import read_audio
         from ..mix import Track, loudness_normalize
-        from ..mmaudio.decode import encode_audio
         from ..mmaudio.variants import MODES, sequence_lengths
 
         model = self.model
         mode = MODES[self.mode]
-        need = sequence_lengths(self.mode, seconds).latent * 2 * mode.hop
+        latent_len = sequence_lengths(self.mode, seconds).latent
+        need = latent_len * 2 * mode.hop
         wave, _ = read_audio(path, sample_rate=mode.sample_rate, mono=True, start=start,
                              duration=seconds)
         if wave.shape[-1] < MIN_AUDIO_SHARE * need:
@@ -128,7 +128,7 @@ class ModelSegmentEncoder:
         wave = torch.nn.functional.pad(wave, (0, max(0, need - wave.shape[-1])))[..., :need]
 
         def posterior(w: Tensor):
-            return encode_audio(model.mel, model.vae, w.to(model.device))
+            return model.encode_posterior(w, mode.sample_rate, latent_len)
 
         target = posterior(wave)
         out = {"mean": target.mean[0].transpose(0, 1), "std": target.std[0].transpose(0, 1)}
