@@ -1,5 +1,7 @@
-"""The encoders must import (and find the tokenizer vocabulary) where torchvision, open_clip and
-timm cannot be imported at all, as on a CPU-only torch (FACTS §10)."""
+"""The product must work where torchvision, open_clip and timm cannot be imported at all, as on
+a CPU-only Linux torch (FACTS §10): the encoders import (and find the tokenizer vocabulary), and
+`import nag_core`, the node pack and a complete tiny-model generation run in a fresh interpreter
+with those packages blocked."""
 
 import os
 import subprocess
@@ -51,3 +53,48 @@ def test_encoders_import_with_torchvision_open_clip_timm_blocked(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip() == "OK []"
+
+
+RUN = textwrap.dedent('''
+    import importlib.util, sys
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        raise SystemExit("blocker inactive")
+    import torch
+    import nag_core
+    from nag_core.media import frames_from_images
+    from nag_core.pipeline import FoleySession
+    from nag_core.smoke import write_smoke_models
+    from nag_core.weights import find_model_files, load_model_files
+
+    write_smoke_models("models")
+    model = load_model_files(find_model_files("models", "small_16k"))
+    clip = frames_from_images(torch.rand(25, 32, 32, 3), fps=25, duration=1.0)
+    session = FoleySession(model, clip)
+    session.add_step("a ball bounces", seed=1, steps=2)
+    session.add_step("a lamp beeps", seed=2, steps=2, method="negative_prompt")
+    wave = session.composite().wave
+    assert wave.shape == (1, 16000) and torch.isfinite(wave).all()
+
+    spec = importlib.util.spec_from_file_location("nagfoley_pack", sys.argv[1] + "/__init__.py",
+                                                  submodule_search_locations=[sys.argv[1]])
+    pack = importlib.util.module_from_spec(spec)
+    sys.modules["nagfoley_pack"] = pack
+    spec.loader.exec_module(pack)
+    assert pack.NODE_CLASS_MAPPINGS
+    bad = [m for m in sys.modules if m.split(".")[0] in ("torchvision", "open_clip", "timm")]
+    print("OK", bad)
+''')
+
+
+def test_generation_and_node_pack_work_without_torchvision(tmp_path):
+    (tmp_path / "sitecustomize.py").write_text(BLOCKER)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(REPO)]),
+               OMP_NUM_THREADS="1")
+    run = subprocess.run([sys.executable, "-c", RUN, str(REPO)], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip().splitlines()[-1] == "OK []"
