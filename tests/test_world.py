@@ -79,3 +79,13 @@ def test_captions_and_errors():
     assert all(set(c.split(" and ")) <= set(CAPTIONS.values()) for c in caps)
     with pytest.raises(ConfigError, match="unknown world objects"):
         render_clip(0, ("dog",))
+
+
+def test_silent_objects_are_seen_not_heard():
+    full = render_clip(7, ("ball", "lamp", "fan"), 2.0)
+    muted = render_clip(7, ("ball", "lamp", "fan"), 2.0, audible=("lamp",))
+    assert np.array_equal(full.frames, muted.frames)
+    assert set(muted.tracks) == {"lamp"} and muted.audible == ("lamp",)
+    rng_clips = [render_clip(s, None, 1.0, p_silent=0.5) for s in range(20)]
+    assert all(c.audible and set(c.audible) <= set(c.objects) for c in rng_clips)
+    assert any(len(c.audible) < len(c.objects) for c in rng_clips)

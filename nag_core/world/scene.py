@@ -31,13 +31,14 @@ class Clip:
     """One rendered clip. ``tracks[name]`` is that object's sound alone; ``audio`` their sum."""
 
     seed: int
-    objects: tuple
+    objects: tuple  # visible objects
     duration: float
     frames: np.ndarray  # (T, 64, 64, 3) float32 in [0, 1], frame i shown at i / FPS
     audio: np.ndarray  # (samples,) float32 at SAMPLE_RATE
     tracks: dict = field(default_factory=dict)
     contacts: np.ndarray = field(default_factory=lambda: np.zeros(0))  # ball floor contacts, s
     lit: list = field(default_factory=list)  # lamp lit intervals [(start, end)], s
+    audible: tuple = ()  # the visible objects that make their sound (the rest are silent)
 
     @property
     def fps(self) -> int:
@@ -173,12 +174,27 @@ def _rain(rng, t_frames, t_audio, duration):
 _MAKERS = {"ball": _ball, "lamp": _lamp, "fan": _fan, "rain": _rain}
 
 
-def render_clip(seed: int, objects=None, duration: float = 8.0) -> Clip:
-    """Render one clip. ``objects`` None draws 2-3 at random from the seed."""
+def sample_audible(rng: np.random.Generator, objects, p_silent: float) -> tuple:
+    """Each visible object is silent with probability ``p_silent`` (at least one stays audible):
+    as in real videos, the picture does not say everything about the sound, so the earlier tracks
+    of a chain carry information the picture lacks."""
+    keep = [o for o in objects if rng.random() >= p_silent]
+    if not keep:
+        keep = [objects[int(rng.integers(len(objects)))]]
+    return tuple(o for o in objects if o in keep)
+
+
+def render_clip(seed: int, objects=None, duration: float = 8.0, audible=None,
+                p_silent: float = 0.0) -> Clip:
+    """Render one clip. ``objects`` None draws 2-3 at random from the seed. ``audible`` (default:
+    every object, or a random subset when ``p_silent`` > 0) are the objects that sound."""
     rng = np.random.default_rng(seed)
     if objects is None:
         objects = sample_objects(rng)
     objects = tuple(objects)
+    if audible is None:
+        audible = sample_audible(rng, objects, p_silent) if p_silent > 0 else objects
+    audible = tuple(o for o in objects if o in audible)
     unknown = [o for o in objects if o not in OBJECTS]
     if unknown or not objects:
         raise ConfigError(f"unknown world objects {unknown}; choose from {', '.join(OBJECTS)}")
@@ -196,9 +212,10 @@ def render_clip(seed: int, objects=None, duration: float = 8.0) -> Clip:
             continue
         layer, audio, extra = _MAKERS[name](sub, t_frames, t_audio, duration)
         frames = np.where(np.isnan(layer), frames, layer)
-        tracks[name] = audio.astype(np.float32)
+        if name in audible:
+            tracks[name] = audio.astype(np.float32)
         info.update(extra)
-    mix = np.sum([tracks[o] for o in objects], axis=0)
+    mix = np.sum([tracks[o] for o in audible], axis=0)
     peak = float(np.abs(mix).max())
     if peak > 0.95:  # the mel front end clamps to [-1, 1]: scale every track alike
         tracks = {k: (v * (0.95 / peak)).astype(np.float32) for k, v in tracks.items()}
@@ -206,4 +223,4 @@ def render_clip(seed: int, objects=None, duration: float = 8.0) -> Clip:
     mix = mix.astype(np.float32)
     return Clip(seed=seed, objects=objects, duration=float(duration), frames=frames, audio=mix,
                 tracks=tracks, contacts=np.asarray(info.get("contacts", np.zeros(0))),
-                lit=info.get("lit", []))
+                lit=info.get("lit", []), audible=audible)
