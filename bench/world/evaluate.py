@@ -79,6 +79,27 @@ def write_model_set(folder: Path, model, controlnet) -> None:
         "sounds (ball clicks, lamp 1 kHz tone, fan hum, rain noise). Not real weights.\n")
 
 
+def ship_model_set(src: Path, dst: Path | None = None) -> Path:
+    """Copy a trained model set into the package (nag_core/assets/world), the network as float16
+    (load_network upcasts to float32) to keep the shipped files small."""
+    import shutil
+
+    from nag_core.mmaudio.network_loading import load_network, save_network_checkpoint
+    from nag_core.weights import NETWORK_FILES
+    from nag_core.world.assets import WORLD_DIR
+
+    dst = Path(dst or WORLD_DIR)
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst)
+    rel = NETWORK_FILES["small_16k"].relpath
+    net, _ = load_network(src / rel)
+    save_network_checkpoint(net.half(), dst / rel, stale_keys=False)
+    total = sum(p.stat().st_size for p in dst.rglob("*") if p.is_file())
+    print(f"shipped the world model set to {dst} ({total / 1e6:.1f} MB)")
+    return dst
+
+
 def load_model_set(folder: Path):
     from nag_core.weights import find_model_files, load_model_files
     model = load_model_files(find_model_files(folder, "small_16k"))
@@ -138,6 +159,20 @@ def generate_chain(model, controlnet, data, s: Settings, seed: int = 1000) -> di
     return out
 
 
+def reference_tracks(model, data) -> dict:
+    """Ceilings and floors for the detectors: the true tracks of the eval videos as they come out
+    of the product decode path (wave -> mel -> VAE mean -> VAE decode -> vocoder)."""
+    out = {}
+    for name, pick in (("ref_lamp_track", lambda c: c.tracks["lamp"]),
+                       ("ref_ball_lamp_mix", lambda c: c.audio)):
+        waves = torch.stack([torch.from_numpy(pick(data.clips[data.seg_clip[i]]))
+                             for i in range(len(data))])
+        with torch.no_grad():
+            lat = model.vae.encode(model.mel(waves)).mean.transpose(1, 2)
+            out[name] = _decode(model, model.network.normalize(lat))
+    return out
+
+
 # ----------------------------------------------------------------------------- metrics
 METRICS = {  # name: (column title, better)
     "leak_sync": ("ball-click leakage: click contrast at contacts in track 2 (dB)", "lower"),
@@ -177,13 +212,16 @@ def bootstrap_ci(x: np.ndarray, n: int, seed: int = 0) -> tuple[float, float, fl
 
 
 def table(res: dict, s: Settings) -> tuple[str, dict]:
-    methods = [m for m in res if m != "step1"]
-    names = {"independent": "(a) independent CFG", "negative_prompt": "(b) negative prompt"}
+    refs = [m for m in res if m.startswith("ref_")]
+    methods = [m for m in res if m != "step1" and m not in refs]
+    names = {"independent": "(a) independent CFG", "negative_prompt": "(b) negative prompt",
+             "ref_lamp_track": "reference: true lamp track, VAE+vocoder round trip",
+             "ref_ball_lamp_mix": "reference: true ball+lamp mix, VAE+vocoder round trip"}
     lines = ["| method | " + " | ".join(METRICS[k][0] + (" ↓" if METRICS[k][1] == "lower" else " ↑")
                                        for k in METRICS) + " |",
              "|---" * (len(METRICS) + 1) + "|"]
     summary = {}
-    for m in ["step1"] + methods:
+    for m in refs + ["step1"] + methods:
         title = names.get(m, m.replace("nag_b", "(c) NAG β=") if m != "step1"
                           else "step 1 track itself (CFG, \"ball bounces\")")
         cells = []
@@ -248,6 +286,7 @@ def run(out: Path, s: Settings, threads: int = 1) -> dict:
     model, cn = load_model_set(out / "models")
     t = time.time()
     tracks = generate_chain(model, cn, evald, s)
+    tracks.update(reference_tracks(model, evald))
     res = measure(tracks, evald)
     timings["evaluate"] = time.time() - t
     text, summary = table(res, s)
@@ -262,11 +301,32 @@ def run(out: Path, s: Settings, threads: int = 1) -> dict:
     return {"summary": summary, "timings": timings, "table": text}
 
 
+def evaluate_models(folder: Path, s: Settings, out: Path, threads: int = 1) -> dict:
+    """Only the evaluation, on an already trained model set (e.g. the shipped one)."""
+    torch.set_num_threads(threads)
+    model, cn = load_model_set(folder)
+    evald = T.build_data(model, range(10_000, 10_000 + s.eval_clips), M.DURATION,
+                         objects=("ball", "lamp"))
+    tracks = generate_chain(model, cn, evald, s)
+    tracks.update(reference_tracks(model, evald))
+    text, summary = table(measure(tracks, evald), s)
+    print("\n" + text + "\n")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table_eval_only.md").write_text(text + "\n")
+    return {"summary": summary, "table": text}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.world.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="world_run", help="output folder (models, results)")
     p.add_argument("--quick", action="store_true", help="tiny settings for tests (< 2 min)")
+    p.add_argument("--ship", action="store_true",
+                   help="copy the trained models into nag_core/assets/world afterwards")
+    p.add_argument("--eval-only", default=None,
+                   help="evaluate an already trained model folder (e.g. nag_core/assets/world)")
+    p.add_argument("--ship-from", default=None,
+                   help="only copy an already trained model folder (OUT/models) into the package")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: on a shared machine oversubscribed "
                         "OpenMP threads are far slower than one)")
@@ -274,11 +334,24 @@ def main(argv=None) -> int:
               "controlnet_steps", "euler_steps"):
         p.add_argument("--" + f.replace("_", "-"), type=int, default=None)
     a = p.parse_args(argv)
+    if a.eval_only:
+        s = QUICK if a.quick else Settings()
+        if a.eval_clips or a.euler_steps:
+            s = Settings(**{**s.__dict__, **{k: v for k, v in (("eval_clips", a.eval_clips),
+                                                               ("euler_steps", a.euler_steps))
+                                             if v}})
+        evaluate_models(Path(a.eval_only), s, Path(a.out), a.threads)
+        return 0
+    if a.ship_from:
+        ship_model_set(Path(a.ship_from))
+        return 0
     s = QUICK if a.quick else Settings()
     over = {f: getattr(a, f) for f in s.__dict__ if getattr(a, f, None) is not None}
     if over:
         s = Settings(**{**s.__dict__, **over})
     run(Path(a.out), s, a.threads)
+    if a.ship:
+        ship_model_set(Path(a.out) / "models")
     return 0
 
 
