@@ -150,15 +150,24 @@ def _first_existing(root: Path, candidates: list[str]) -> Optional[Path]:
     return None
 
 
+def _mode_of_name(relpath: str) -> Optional[str]:
+    """'16k' / '44k' when a file name says which (v1-16.pth, mmaudio_vae_44k_fp16.safetensors,
+    best_netG.pt is the 16k vocoder, the nvidia bigvgan_v2_44khz folder is 44k), else None."""
+    name = relpath.lower()
+    if "44" in name:
+        return "44k"
+    if "16" in name or "best_netg" in name:
+        return "16k"
+    return None
+
+
 def _alternatives(root: Path, kind: str, mode: str, variant: str) -> list[str]:
     """Other names the same weights go by in this folder (kijai's fp16 conversions, ...)."""
     found = list_weight_files(root, kind)
     if kind == "network":
         return [f for f in found if network_variant_from_name(f) == variant]
     if kind in ("vae", "vocoder"):
-        other = "44" if mode == "16k" else "16"
-        return [f for f in found if other not in Path(f).name.replace("v1-", "")
-                and (mode[:2] in f or kind == "vocoder")]
+        return [f for f in found if _mode_of_name(f) == mode]
     return found
 
 

@@ -1,0 +1,151 @@
+"""``python -m nag_core.train {extract,fit,synthesize-ema,run} ...``: see --help of each."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from ..errors import NAGFoleyError
+from .data import DEFAULT_SEGMENT_SECONDS
+from .ema import DEFAULT_SIGMA_RELS
+from .extract import DEFAULT_COND_LUFS
+from .loop import TrainConfig
+
+log = logging.getLogger("nag_core.train")
+
+
+def _lufs(text: str):
+    return None if text.lower() in ("none", "off") else float(text)
+
+
+def _add_extract_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="folder of videos with audio and/or audio files")
+    p.add_argument("--models", required=True, help="folder with the MMAudio weight files")
+    p.add_argument("--variant", default="small_16k", help="MMAudio variant (default small_16k)")
+    p.add_argument("--cache", required=True, help="cache folder (created; reused on re-runs)")
+    p.add_argument("--segment-seconds", type=float, default=DEFAULT_SEGMENT_SECONDS,
+                   help="segment length in seconds (default 4)")
+    p.add_argument("--cond-lufs", type=_lufs, default=DEFAULT_COND_LUFS,
+                   help="loudness of the condition segment before encoding, like the inference "
+                        "mix (default -20; 'none' keeps the raw level)")
+
+
+def _add_fit_args(p: argparse.ArgumentParser, with_cache: bool = True) -> None:
+    d = TrainConfig()
+    if with_cache:
+        p.add_argument("--cache", required=True, help="cache folder written by `extract`")
+        p.add_argument("--models", required=True, help="folder with the MMAudio weight files")
+        p.add_argument("--variant", default=None,
+                       help="MMAudio variant of the frozen base (default: the cache's)")
+    p.add_argument("--out", required=True, help="run folder: checkpoints, logs, weights")
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--accum", type=int, default=d.accum, help="gradient accumulation steps")
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
+    p.add_argument("--grad-clip", type=float, default=d.grad_clip)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--num-blocks", type=int, default=d.num_blocks, help="ControlNet blocks K")
+    p.add_argument("--init-source", default=d.init_source, choices=("first_blocks", "random"))
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    p.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints)
+    p.add_argument("--ema-every", type=int, default=d.ema_every,
+                   help="EMA snapshot interval in steps (0: no EMA)")
+    p.add_argument("--ema-sigma-rels", type=float, nargs="+", default=list(DEFAULT_SIGMA_RELS))
+    p.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    p.add_argument("--stop-after", type=int, default=None,
+                   help="stop (with a checkpoint) after this many steps; --resume continues")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _config(a) -> TrainConfig:
+    return TrainConfig(steps=a.steps, batch_size=a.batch_size, accum=a.accum, lr=a.lr,
+                       warmup_steps=a.warmup_steps, grad_clip=a.grad_clip, seed=a.seed,
+                       num_blocks=a.num_blocks, init_source=a.init_source,
+                       checkpoint_every=a.checkpoint_every, keep_checkpoints=a.keep_checkpoints,
+                       ema_every=a.ema_every, ema_sigma_rels=tuple(a.ema_sigma_rels),
+                       device=a.device)
+
+
+def _run_extract(a, progress: bool) -> None:
+    from ..weights import find_model_files
+    from .data import discover
+    from .extract import ModelSegmentEncoder, extract
+    from .loop import resolve_device
+
+    discover(a.data)  # an empty data folder fails before gigabytes of weights are loaded
+    files = find_model_files(a.models, a.variant)
+    encoder = ModelSegmentEncoder.from_files(files, resolve_device(getattr(a, "device", "auto")),
+                                             a.cond_lufs)
+    report = extract(a.data, a.cache, encoder, a.segment_seconds, progress=progress)
+    print(report.summary())
+
+
+def _run_fit(a, progress: bool) -> None:
+    from .loop import fit
+
+    result = fit(a.cache, a.models, a.out, _config(a), variant=a.variant, resume=a.resume,
+                 stop_after=a.stop_after, progress=progress)
+    if result.controlnet_path is None:
+        print(f"stopped at step {result.step}; continue with --resume")
+    else:
+        print(f"step {result.step}: ControlNet written to {result.controlnet_path}")
+        for p in result.ema_paths:
+            print(f"EMA weights: {p}")
+
+
+def _run_synth(a) -> None:
+    from .synth import synthesize_controlnet
+
+    path = synthesize_controlnet(a.out, a.sigma_rel, a.step, a.output)
+    print(f"post-hoc EMA (sigma_rel {a.sigma_rel:g}) written to {path}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m nag_core.train",
+                                     description="Train the NAG ControlNet on your own clips.")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("extract", help="encode clips into the latent/feature cache")
+    _add_extract_args(p)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true")
+    p = sub.add_parser("fit", help="train a ControlNet on an extracted cache")
+    _add_fit_args(p)
+    p = sub.add_parser("synthesize-ema", help="post-hoc EMA of a run as a ControlNet file")
+    p.add_argument("--out", required=True, help="the run folder given to fit")
+    p.add_argument("--sigma-rel", type=float, default=0.05)
+    p.add_argument("--step", type=int, default=None, help="EMA at this step (default: last)")
+    p.add_argument("--output", default=None, help="file to write (default in --out)")
+    p = sub.add_parser("run", help="extract, then fit")
+    _add_extract_args(p)
+    _add_fit_args(p, with_cache=False)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(message)s")
+    progress = not getattr(args, "no_progress", False)
+    try:
+        if args.command == "extract":
+            _run_extract(args, progress)
+        elif args.command == "fit":
+            _run_fit(args, progress)
+        elif args.command == "synthesize-ema":
+            _run_synth(args)
+        else:
+            _run_extract(args, progress)
+            _run_fit(args, progress)
+    except NAGFoleyError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
