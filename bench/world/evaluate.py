@@ -52,7 +52,7 @@ QUICK = Settings(train_clips=6, eval_clips=4, vae_steps=20, vocoder_steps=10, ba
 
 
 # ----------------------------------------------------------------------------- model files
-def write_model_set(folder: Path, model, controlnet) -> None:
+def write_model_set(folder: Path, model, controlnet=None) -> None:
     """The real names and layouts (nag_core.weights / smoke.py), so find_model_files and
     load_model_files load the world model exactly like downloaded weights."""
     from nag_core.mmaudio.bigvgan import save_vocoder_checkpoint
@@ -72,7 +72,8 @@ def write_model_set(folder: Path, model, controlnet) -> None:
     clip_path.parent.mkdir(parents=True, exist_ok=True)
     save_clip(model.clip, clip_path)
     M.write_vocab(folder / "bpe_simple_vocab_16e6.txt.gz")
-    save_controlnet(controlnet, folder / CONTROLNET_FILE)
+    if controlnet is not None:
+        save_controlnet(controlnet, folder / CONTROLNET_FILE)
     (folder / "WORLD_MODELS.txt").write_text(
         "Tiny MMAudio-layout models trained from scratch on the synthetic Foley world\n"
         "(nag_core.world) by `python -m bench.world.evaluate`. They only know the world's four\n"
@@ -105,6 +106,34 @@ def load_model_set(folder: Path):
     model = load_model_files(find_model_files(folder, "small_16k"))
     model.network.set_duration(M.DURATION)
     return model, load_controlnet(folder / CONTROLNET_FILE, model.network)
+
+
+def train_controlnet_cli(out: Path, models: Path, s: Settings, threads: int) -> Path:
+    """The ControlNet trained exactly as a user would: the training clips written as video files
+    (bench.world.export, same seeds, so the same clips) and ``python -m nag_core.train run``."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from .export import export
+
+    videos = out / "videos"
+    export(videos, s.train_clips, 8.0, s.p_silent, first_seed=0)
+    run_dir = out / "controlnet_run"
+    for d in (run_dir, out / "cache"):
+        shutil.rmtree(d, ignore_errors=True)
+    cmd = [sys.executable, "-m", "nag_core.train", "run", "--data", str(videos),
+           "--models", str(models), "--cache", str(out / "cache"), "--out", str(run_dir),
+           "--steps", str(s.controlnet_steps), "--batch-size", "16", "--lr", "5e-4",
+           "--warmup-steps", str(max(1, s.controlnet_steps // 20)), "--num-blocks", "2",
+           "--ema-every", "0", "--checkpoint-every", str(10 * s.controlnet_steps),
+           "--device", "cpu", "--no-progress"]
+    T.log("controlnet: " + " ".join(cmd[1:]))
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    subprocess.run(cmd, check=True, env=env)
+    shutil.copy(run_dir / "controlnet.safetensors", models / CONTROLNET_FILE)
+    return models / CONTROLNET_FILE
 
 
 # ----------------------------------------------------------------------------- generation
@@ -249,7 +278,7 @@ def table(res: dict, s: Settings) -> tuple[str, dict]:
 
 
 # ----------------------------------------------------------------------------- main
-def run(out: Path, s: Settings, threads: int = 1) -> dict:
+def run(out: Path, s: Settings, threads: int = 1, trainer: str = "cli") -> dict:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     t0 = time.time()
@@ -277,11 +306,15 @@ def run(out: Path, s: Settings, threads: int = 1) -> dict:
     latents = T.latents_of(vae, train.mel)
     T.train_base(model, train, latents, s.base_steps)
     timings["base"] = time.time() - t
+    write_model_set(out / "models", model)
     t = time.time()
-    x_cond = T.condition_latents(model, train)
-    cn = T.train_controlnet(model, train, latents, x_cond, s.controlnet_steps)
+    if trainer == "cli":
+        train_controlnet_cli(out, out / "models", s, threads)
+    else:
+        x_cond = T.condition_latents(model, train)
+        cn = T.train_controlnet(model, train, latents, x_cond, s.controlnet_steps)
+        save_controlnet(cn, out / "models" / CONTROLNET_FILE)
     timings["controlnet"] = time.time() - t
-    write_model_set(out / "models", model, cn)
     # evaluate what was written, through the product loaders
     model, cn = load_model_set(out / "models")
     t = time.time()
@@ -323,6 +356,10 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny settings for tests (< 2 min)")
     p.add_argument("--ship", action="store_true",
                    help="copy the trained models into nag_core/assets/world afterwards")
+    p.add_argument("--controlnet-trainer", choices=("cli", "builtin"), default="cli",
+                   help="cli: export the clips as videos and run `python -m nag_core.train run` "
+                        "(as a user would); builtin: bench.world.train.train_controlnet on the "
+                        "in-memory features (same objective, no video round trip)")
     p.add_argument("--eval-only", default=None,
                    help="evaluate an already trained model folder (e.g. nag_core/assets/world)")
     p.add_argument("--ship-from", default=None,
@@ -349,7 +386,7 @@ def main(argv=None) -> int:
     over = {f: getattr(a, f) for f in s.__dict__ if getattr(a, f, None) is not None}
     if over:
         s = Settings(**{**s.__dict__, **over})
-    run(Path(a.out), s, a.threads)
+    run(Path(a.out), s, a.threads, a.controlnet_trainer)
     if a.ship:
         ship_model_set(Path(a.out) / "models")
     return 0
