@@ -34,12 +34,12 @@ CONTROLNET_FILE = "nag_controlnet_world.safetensors"
 @dataclass
 class Settings:
     # Sized to finish in ~20 min on one contended CPU core; more steps train better models.
-    train_clips: int = 50
+    train_clips: int = 60
     eval_clips: int = 50
-    vae_steps: int = 300
+    vae_steps: int = 1200
     vocoder_steps: int = 80
-    base_steps: int = 700
-    controlnet_steps: int = 300
+    base_steps: int = 1500
+    controlnet_steps: int = 500
     euler_steps: int = 12
     alpha: float = 4.5
     betas: tuple = (1.0, 1.5, 2.0)
@@ -143,15 +143,40 @@ def _noise(n: int, net, seed: int) -> torch.Tensor:
                         for i in range(n)])
 
 
-def _decode(model, x1: torch.Tensor) -> list[np.ndarray]:
-    waves = []
+def _decode(model, x1: torch.Tensor, domain: str = "mel") -> list[np.ndarray]:
+    """Normalized latents -> tracks: log-mels (80, 250) from the VAE decoder ("mel") or
+    waveforms through the vocoder ("wave", the product path)."""
+    out = []
     for i in range(0, len(x1), 16):
-        waves += list(model.decode(x1[i:i + 16]).numpy())
+        with torch.no_grad():
+            if domain == "mel":
+                lat = model.network.unnormalize(x1[i:i + 16]).transpose(1, 2)
+                out += list(model.vae.decode(lat).numpy())
+            else:
+                out += list(model.decode(x1[i:i + 16]).numpy())
+    if domain == "mel":
+        return out
     n = int(M.DURATION * model.sample_rate)
-    return [w[:n] for w in waves]
+    return [w[:n] for w in out]
 
 
-def generate_chain(model, controlnet, data, s: Settings, seed: int = 1000) -> dict:
+def _condition(model, tracks: list, domain: str) -> torch.Tensor:
+    """x_cond of the chain's step 2 from track 1. "wave": exactly nag_core.pipeline's path
+    (-20 LUFS mix -> MMAudioModel.encode_mix); "mel": the decoded mel re-encoded by the VAE
+    (posterior mean, normalized), no vocoder round trip and no loudness normalisation."""
+    if domain == "mel":
+        with torch.no_grad():
+            mel = torch.from_numpy(np.stack(tracks))
+            return model.network.normalize(model.vae.encode(mel).mean.transpose(1, 2))
+    x_cond = []
+    for w in tracks:
+        mix = composite([Track(torch.from_numpy(w)[None], model.sample_rate)], [0.0], TARGET_LUFS)
+        x_cond.append(model.encode_mix(mix.wave, mix.sample_rate)[0])
+    return torch.stack(x_cond)
+
+
+def generate_chain(model, controlnet, data, s: Settings, seed: int = 1000,
+                   domain: str = "mel") -> dict:
     """Tracks (waves) per method for every eval video: step 1 CFG, step 2 by each method."""
     net = model.network
     b = len(data)
@@ -162,33 +187,27 @@ def generate_chain(model, controlnet, data, s: Settings, seed: int = 1000) -> di
     empty = net.get_empty_conditions(b)
     with torch.no_grad():
         x1 = sample_cfg(net, cond1, empty, _noise(b, net, seed), s.euler_steps, s.alpha)
-    track1 = _decode(model, x1)
+    track1 = _decode(model, x1, domain)
     x0 = _noise(b, net, seed + 50_000)  # the same step-2 noise for every method: paired
     out = {"step1": track1}
     with torch.no_grad():
         out["independent"] = _decode(model, sample_cfg(net, cond2, empty, x0, s.euler_steps,
-                                                       s.alpha))
+                                                       s.alpha), domain)
         neg = model.encode_text([negative_prompt_text((STEP1,))])
         neg_empty = net.get_empty_conditions(b, negative_text_features=neg)
         out["negative_prompt"] = _decode(model, sample_cfg(net, cond2, neg_empty, x0,
-                                                           s.euler_steps, s.alpha))
-        # x_cond: the loudness-normalised mix of the earlier tracks (here: track 1), encoded
-        # exactly as nag_core.pipeline does (MMAudioModel.encode_mix)
-        x_cond = []
-        for w in track1:
-            mix = composite([Track(torch.from_numpy(w)[None], model.sample_rate)], [0.0],
-                            TARGET_LUFS)
-            x_cond.append(model.encode_mix(mix.wave, mix.sample_rate)[0])
-        x_cond = torch.stack(x_cond)
+                                                           s.euler_steps, s.alpha), domain)
+        x_cond = _condition(model, track1, domain)
         ctrl = net.preprocess_conditions(data.clip_f, data.sync_f,
                                          net.get_empty_string_sequence(b))
         for beta in s.betas:
             out[f"nag_b{beta:g}"] = _decode(model, sample_nag(
-                net, controlnet, cond2, empty, ctrl, x_cond, x0, s.euler_steps, s.alpha, beta))
+                net, controlnet, cond2, empty, ctrl, x_cond, x0, s.euler_steps, s.alpha, beta),
+                domain)
     return out
 
 
-def reference_tracks(model, data) -> dict:
+def reference_tracks(model, data, domain: str = "mel") -> dict:
     """Ceilings and floors for the detectors: the true tracks of the eval videos as they come out
     of the product decode path (wave -> mel -> VAE mean -> VAE decode -> vocoder)."""
     out = {}
@@ -198,7 +217,7 @@ def reference_tracks(model, data) -> dict:
                              for i in range(len(data))])
         with torch.no_grad():
             lat = model.vae.encode(model.mel(waves)).mean.transpose(1, 2)
-            out[name] = _decode(model, model.network.normalize(lat))
+            out[name] = _decode(model, model.network.normalize(lat), domain)
     return out
 
 
@@ -215,13 +234,16 @@ METRICS = {  # name: (column title, better)
 
 def measure(tracks: dict, data) -> dict:
     """Per-video metric arrays for every method's step-2 track."""
-    mels1 = [log_mel(w) for w in tracks["step1"]]
+    def as_mel(x):  # tracks are log-mels (80, T) or waveforms (samples,)
+        return x if x.ndim == 2 else log_mel(x)
+
+    mels1 = [as_mel(w) for w in tracks["step1"]]
     res = {}
     for method, waves in tracks.items():
         rows = []
         for i, w in enumerate(waves):
             clip = data.clips[data.seg_clip[i]]
-            mel = log_mel(w)
+            mel = as_mel(w)
             r = signature_report(mel, clip)
             rows.append({"leak_sync": r["ball_sync"], "leak_rate": float(r["ball_present"]),
                          "leak_share": r["share_ball"], "lamp_sync": r["lamp_sync"],
@@ -278,7 +300,7 @@ def table(res: dict, s: Settings) -> tuple[str, dict]:
 
 
 # ----------------------------------------------------------------------------- main
-def run(out: Path, s: Settings, threads: int = 1, trainer: str = "cli") -> dict:
+def run(out: Path, s: Settings, threads: int = 1, trainer: str = "builtin") -> dict:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     t0 = time.time()
@@ -311,7 +333,9 @@ def run(out: Path, s: Settings, threads: int = 1, trainer: str = "cli") -> dict:
     if trainer == "cli":
         train_controlnet_cli(out, out / "models", s, threads)
     else:
-        x_cond = T.condition_latents(model, train)
+        # x_cond as the mel-domain evaluation builds it: the neighbour's VAE latent at its own
+        # level (no vocoder round trip, no loudness normalisation)
+        x_cond = model.network.normalize(latents)
         cn = T.train_controlnet(model, train, latents, x_cond, s.controlnet_steps)
         save_controlnet(cn, out / "models" / CONTROLNET_FILE)
     timings["controlnet"] = time.time() - t
@@ -356,7 +380,7 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny settings for tests (< 2 min)")
     p.add_argument("--ship", action="store_true",
                    help="copy the trained models into nag_core/assets/world afterwards")
-    p.add_argument("--controlnet-trainer", choices=("cli", "builtin"), default="cli",
+    p.add_argument("--controlnet-trainer", choices=("cli", "builtin"), default="builtin",
                    help="cli: export the clips as videos and run `python -m nag_core.train run` "
                         "(as a user would); builtin: bench.world.train.train_controlnet on the "
                         "in-memory features (same objective, no video round trip)")
