@@ -1,0 +1,425 @@
+"""One command: regenerate the world, train VAE, vocoder, base network and NAG ControlNet from
+scratch, write the model set in the real file layout, reload it through the product loaders and
+print the paper's Table 2 on the world (step 1 "ball bounces", step 2 "lamp beeps" on videos with
+a ball and a lamp), with bootstrap confidence intervals, plus a beta sweep.
+
+    python -m bench.world.evaluate --out /tmp/world            # full run (CPU, ~15-25 min)
+    python -m bench.world.evaluate --out /tmp/world --quick    # smoke run (< 2 min)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nag_core.controlnet import load_controlnet, save_controlnet
+from nag_core.generation import sample_cfg, sample_nag
+from nag_core.guidance import negative_prompt_text
+from nag_core.mix import TARGET_LUFS, Track, composite
+from nag_core.world.detectors import aa_similarity, log_mel, signature_report
+
+from . import models as M
+from . import train as T
+
+STEP1, STEP2 = "ball bounces", "lamp beeps"
+CONTROLNET_FILE = "nag_controlnet_world.safetensors"
+
+
+@dataclass
+class Settings:
+    # Sized to finish in ~20 min on one contended CPU core; more steps train better models.
+    train_clips: int = 60
+    eval_clips: int = 50
+    vae_steps: int = 1200
+    vocoder_steps: int = 80
+    base_steps: int = 1500
+    controlnet_steps: int = 500
+    euler_steps: int = 12
+    alpha: float = 4.5
+    betas: tuple = (1.0, 1.5, 2.0)
+    p_silent: float = 0.35
+    bootstrap: int = 2000
+
+
+QUICK = Settings(train_clips=6, eval_clips=4, vae_steps=20, vocoder_steps=10, base_steps=30,
+                 controlnet_steps=20, euler_steps=4, betas=(1.5,), bootstrap=200)
+
+
+# ----------------------------------------------------------------------------- model files
+def write_model_set(folder: Path, model, controlnet=None) -> None:
+    """The real names and layouts (nag_core.weights / smoke.py), so find_model_files and
+    load_model_files load the world model exactly like downloaded weights."""
+    from nag_core.mmaudio.bigvgan import save_vocoder_checkpoint
+    from nag_core.mmaudio.clip import save_clip
+    from nag_core.mmaudio.network_loading import save_network_checkpoint
+    from nag_core.mmaudio.synchformer import save_synchformer
+    from nag_core.mmaudio.vae import save_vae_checkpoint
+    from nag_core.weights import CLIP_FILE, NETWORK_FILES, SYNCHFORMER_FILE, VAE_FILES, VOCODER_FILES
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_network_checkpoint(model.network, folder / NETWORK_FILES["small_16k"].relpath,
+                            stale_keys=False)
+    save_vae_checkpoint(model.vae, folder / VAE_FILES["16k"].relpath)
+    save_vocoder_checkpoint(model.vocoder, folder / VOCODER_FILES["16k"].relpath)
+    save_synchformer(model.synchformer, folder / SYNCHFORMER_FILE.relpath)
+    clip_path = folder / CLIP_FILE.relpath
+    clip_path.parent.mkdir(parents=True, exist_ok=True)
+    save_clip(model.clip, clip_path)
+    M.write_vocab(folder / "bpe_simple_vocab_16e6.txt.gz")
+    if controlnet is not None:
+        save_controlnet(controlnet, folder / CONTROLNET_FILE)
+    (folder / "WORLD_MODELS.txt").write_text(
+        "Tiny MMAudio-layout models trained from scratch on the synthetic Foley world\n"
+        "(nag_core.world) by `python -m bench.world.evaluate`. They only know the world's four\n"
+        "sounds (ball clicks, lamp 1 kHz tone, fan hum, rain noise). Not real weights.\n")
+
+
+def ship_model_set(src: Path, dst: Path | None = None) -> Path:
+    """Copy a trained model set into the package (nag_core/assets/world), the network as float16
+    (load_network upcasts to float32) to keep the shipped files small."""
+    import shutil
+
+    from nag_core.mmaudio.network_loading import load_network, save_network_checkpoint
+    from nag_core.weights import NETWORK_FILES
+    from nag_core.world.assets import WORLD_DIR
+
+    dst = Path(dst or WORLD_DIR)
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst)
+    rel = NETWORK_FILES["small_16k"].relpath
+    net, _ = load_network(src / rel)
+    save_network_checkpoint(net.half(), dst / rel, stale_keys=False)
+    total = sum(p.stat().st_size for p in dst.rglob("*") if p.is_file())
+    print(f"shipped the world model set to {dst} ({total / 1e6:.1f} MB)")
+    return dst
+
+
+def load_model_set(folder: Path):
+    from nag_core.weights import find_model_files, load_model_files
+    model = load_model_files(find_model_files(folder, "small_16k"))
+    model.network.set_duration(M.DURATION)
+    return model, load_controlnet(folder / CONTROLNET_FILE, model.network)
+
+
+def train_controlnet_cli(out: Path, models: Path, s: Settings, threads: int) -> Path:
+    """The ControlNet trained exactly as a user would: the training clips written as video files
+    (bench.world.export, same seeds, so the same clips) and ``python -m nag_core.train run``."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from .export import export
+
+    videos = out / "videos"
+    export(videos, s.train_clips, 8.0, s.p_silent, first_seed=0)
+    run_dir = out / "controlnet_run"
+    for d in (run_dir, out / "cache"):
+        shutil.rmtree(d, ignore_errors=True)
+    cmd = [sys.executable, "-m", "nag_core.train", "run", "--data", str(videos),
+           "--models", str(models), "--cache", str(out / "cache"), "--out", str(run_dir),
+           "--steps", str(s.controlnet_steps), "--batch-size", "16", "--lr", "5e-4",
+           "--warmup-steps", str(max(1, s.controlnet_steps // 20)), "--num-blocks", "2",
+           "--ema-every", "0", "--checkpoint-every", str(10 * s.controlnet_steps),
+           "--device", "cpu", "--no-progress"]
+    T.log("controlnet: " + " ".join(cmd[1:]))
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    subprocess.run(cmd, check=True, env=env)
+    shutil.copy(run_dir / "controlnet.safetensors", models / CONTROLNET_FILE)
+    return models / CONTROLNET_FILE
+
+
+# ----------------------------------------------------------------------------- generation
+def _noise(n: int, net, seed: int) -> torch.Tensor:
+    return torch.stack([torch.randn(net.latent_seq_len, net.config.latent_dim,
+                                    generator=torch.Generator().manual_seed(seed + i))
+                        for i in range(n)])
+
+
+def _decode(model, x1: torch.Tensor, domain: str = "mel") -> list[np.ndarray]:
+    """Normalized latents -> tracks: log-mels (80, 250) from the VAE decoder ("mel") or
+    waveforms through the vocoder ("wave", the product path)."""
+    out = []
+    for i in range(0, len(x1), 16):
+        with torch.no_grad():
+            if domain == "mel":
+                lat = model.network.unnormalize(x1[i:i + 16]).transpose(1, 2)
+                out += list(model.vae.decode(lat).numpy())
+            else:
+                out += list(model.decode(x1[i:i + 16]).numpy())
+    if domain == "mel":
+        return out
+    n = int(M.DURATION * model.sample_rate)
+    return [w[:n] for w in out]
+
+
+def _condition(model, tracks: list, domain: str) -> torch.Tensor:
+    """x_cond of the chain's step 2 from track 1. "wave": exactly nag_core.pipeline's path
+    (-20 LUFS mix -> MMAudioModel.encode_mix); "mel": the decoded mel re-encoded by the VAE
+    (posterior mean, normalized), no vocoder round trip and no loudness normalisation."""
+    if domain == "mel":
+        with torch.no_grad():
+            mel = torch.from_numpy(np.stack(tracks))
+            return model.network.normalize(model.vae.encode(mel).mean.transpose(1, 2))
+    x_cond = []
+    for w in tracks:
+        mix = composite([Track(torch.from_numpy(w)[None], model.sample_rate)], [0.0], TARGET_LUFS)
+        x_cond.append(model.encode_mix(mix.wave, mix.sample_rate)[0])
+    return torch.stack(x_cond)
+
+
+def generate_chain(model, controlnet, data, s: Settings, seed: int = 1000,
+                   domain: str = "mel") -> dict:
+    """Tracks (waves) per method for every eval video: step 1 CFG, step 2 by each method."""
+    net = model.network
+    b = len(data)
+    text1 = model.encode_text([STEP1]).expand(b, -1, -1)
+    text2 = model.encode_text([STEP2]).expand(b, -1, -1)
+    cond1 = net.preprocess_conditions(data.clip_f, data.sync_f, text1)
+    cond2 = net.preprocess_conditions(data.clip_f, data.sync_f, text2)
+    empty = net.get_empty_conditions(b)
+    with torch.no_grad():
+        x1 = sample_cfg(net, cond1, empty, _noise(b, net, seed), s.euler_steps, s.alpha)
+    track1 = _decode(model, x1, domain)
+    x0 = _noise(b, net, seed + 50_000)  # the same step-2 noise for every method: paired
+    out = {"step1": track1}
+    with torch.no_grad():
+        out["independent"] = _decode(model, sample_cfg(net, cond2, empty, x0, s.euler_steps,
+                                                       s.alpha), domain)
+        neg = model.encode_text([negative_prompt_text((STEP1,))])
+        neg_empty = net.get_empty_conditions(b, negative_text_features=neg)
+        out["negative_prompt"] = _decode(model, sample_cfg(net, cond2, neg_empty, x0,
+                                                           s.euler_steps, s.alpha), domain)
+        x_cond = _condition(model, track1, domain)
+        ctrl = net.preprocess_conditions(data.clip_f, data.sync_f,
+                                         net.get_empty_string_sequence(b))
+        for beta in s.betas:
+            out[f"nag_b{beta:g}"] = _decode(model, sample_nag(
+                net, controlnet, cond2, empty, ctrl, x_cond, x0, s.euler_steps, s.alpha, beta),
+                domain)
+    return out
+
+
+def reference_tracks(model, data, domain: str = "mel") -> dict:
+    """Ceilings and floors for the detectors: the true tracks of the eval videos as they come out
+    of the product decode path (wave -> mel -> VAE mean -> VAE decode -> vocoder)."""
+    out = {}
+    for name, pick in (("ref_lamp_track", lambda c: c.tracks["lamp"]),
+                       ("ref_ball_lamp_mix", lambda c: c.audio)):
+        waves = torch.stack([torch.from_numpy(pick(data.clips[data.seg_clip[i]]))
+                             for i in range(len(data))])
+        with torch.no_grad():
+            lat = model.vae.encode(model.mel(waves)).mean.transpose(1, 2)
+            out[name] = _decode(model, model.network.normalize(lat), domain)
+    return out
+
+
+# ----------------------------------------------------------------------------- metrics
+METRICS = {  # name: (column title, better)
+    "leak_sync": ("ball-click leakage: click contrast at contacts in track 2 (dB)", "lower"),
+    "leak_rate": ("ball detected in track 2 (rate)", "lower"),
+    "leak_share": ("ball-band share of track 2 (dB)", "lower"),
+    "lamp_sync": ("lamp fidelity: 1 kHz lit/dark contrast in track 2 (dB)", "higher"),
+    "lamp_rate": ("lamp detected in track 2 (rate)", "higher"),
+    "aa": ("A-A similarity track 1 vs track 2 (cosine)", "lower"),
+}
+
+
+def measure(tracks: dict, data) -> dict:
+    """Per-video metric arrays for every method's step-2 track."""
+    def as_mel(x):  # tracks are log-mels (80, T) or waveforms (samples,)
+        return x if x.ndim == 2 else log_mel(x)
+
+    mels1 = [as_mel(w) for w in tracks["step1"]]
+    res = {}
+    for method, waves in tracks.items():
+        rows = []
+        for i, w in enumerate(waves):
+            clip = data.clips[data.seg_clip[i]]
+            mel = as_mel(w)
+            r = signature_report(mel, clip)
+            rows.append({"leak_sync": r["ball_sync"], "leak_rate": float(r["ball_present"]),
+                         "leak_share": r["share_ball"], "lamp_sync": r["lamp_sync"],
+                         "lamp_rate": float(r["lamp_present"]),
+                         "aa": aa_similarity(mels1[i], mel)})
+        res[method] = {k: np.array([row[k] for row in rows]) for k in METRICS}
+    return res
+
+
+def bootstrap_ci(x: np.ndarray, n: int, seed: int = 0) -> tuple[float, float, float]:
+    x = x[np.isfinite(x)]
+    if len(x) == 0:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, len(x), (n, len(x)))].mean(1)
+    return float(x.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def table(res: dict, s: Settings) -> tuple[str, dict]:
+    refs = [m for m in res if m.startswith("ref_")]
+    methods = [m for m in res if m != "step1" and m not in refs]
+    names = {"independent": "(a) independent CFG", "negative_prompt": "(b) negative prompt",
+             "ref_lamp_track": "reference: true lamp track through the decode path",
+             "ref_ball_lamp_mix": "reference: true ball+lamp mix through the decode path"}
+    lines = ["| method | " + " | ".join(METRICS[k][0] + (" ↓" if METRICS[k][1] == "lower" else " ↑")
+                                       for k in METRICS) + " |",
+             "|---" * (len(METRICS) + 1) + "|"]
+    summary = {}
+    for m in refs + ["step1"] + methods:
+        title = names.get(m, m.replace("nag_b", "(c) NAG β=") if m != "step1"
+                          else "step 1 track itself (CFG, \"ball bounces\")")
+        cells = []
+        summary[m] = {}
+        for k in METRICS:
+            mean, lo, hi = bootstrap_ci(res[m][k], s.bootstrap)
+            summary[m][k] = (mean, lo, hi)
+            cells.append(f"{mean:.2f} [{lo:.2f}, {hi:.2f}]")
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    diffs = ["", "Paired differences vs (a) independent CFG (mean [95% bootstrap CI]):", "",
+             "| method | Δ leakage contrast (dB) | Δ ball-band share (dB) | Δ lamp contrast (dB) |"
+             " Δ A-A |", "|---|---|---|---|---|"]
+    for m in methods:
+        if m == "independent":
+            continue
+        cells = []
+        for k in ("leak_sync", "leak_share", "lamp_sync", "aa"):
+            d = res[m][k] - res["independent"][k]
+            mean, lo, hi = bootstrap_ci(d, s.bootstrap, seed=1)
+            summary[m][f"diff_{k}"] = (mean, lo, hi)
+            cells.append(f"{mean:+.2f} [{lo:+.2f}, {hi:+.2f}]")
+        diffs.append(f"| {names.get(m, m.replace('nag_b', 'NAG β='))} | " + " | ".join(cells)
+                     + " |")
+    return "\n".join(lines + diffs), summary
+
+
+# ----------------------------------------------------------------------------- main
+def run(out: Path, s: Settings, threads: int = 1, trainer: str = "builtin",
+        domain: str = "mel") -> dict:
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    t0 = time.time()
+    timings = {}
+    out.mkdir(parents=True, exist_ok=True)
+    from nag_core.mmaudio.tokenizer import load_tokenizer
+    tok = load_tokenizer(M.write_vocab(out / "vocab.txt.gz"))
+    fm = T.features_model(tokenizer=tok)
+    T.log(f"world: rendering + encoding {s.train_clips} training clips (8 s) and "
+          f"{s.eval_clips} evaluation clips (4 s, ball + lamp)")
+    train = T.build_data(fm, range(s.train_clips), 8.0, p_silent=s.p_silent)
+    evald = T.build_data(fm, range(10_000, 10_000 + s.eval_clips), M.DURATION,
+                         objects=("ball", "lamp"))
+    timings["data"] = time.time() - t0
+    t = time.time()
+    vae = T.train_vae(train.mel, s.vae_steps)
+    timings["vae"] = time.time() - t
+    t = time.time()
+    model = T.features_model(clip=fm.clip, sync=fm.synchformer, tokenizer=tok, vae=vae)
+    vocoder = T.train_vocoder(model, train, s.vocoder_steps)
+    model = T.features_model(clip=fm.clip, sync=fm.synchformer, tokenizer=tok, vae=vae,
+                             vocoder=vocoder)
+    timings["vocoder"] = time.time() - t
+    t = time.time()
+    latents = T.latents_of(vae, train.mel)
+    T.train_base(model, train, latents, s.base_steps)
+    timings["base"] = time.time() - t
+    write_model_set(out / "models", model)
+    t = time.time()
+    if trainer == "cli":
+        train_controlnet_cli(out, out / "models", s, threads)
+    else:
+        # x_cond as the mel-domain evaluation builds it: the neighbour's VAE latent at its own
+        # level (no vocoder round trip, no loudness normalisation)
+        x_cond = model.network.normalize(latents)
+        cn = T.train_controlnet(model, train, latents, x_cond, s.controlnet_steps)
+        save_controlnet(cn, out / "models" / CONTROLNET_FILE)
+    timings["controlnet"] = time.time() - t
+    # evaluate what was written, through the product loaders
+    model, cn = load_model_set(out / "models")
+    t = time.time()
+    tracks = generate_chain(model, cn, evald, s, domain=domain)
+    tracks.update(reference_tracks(model, evald, domain))
+    res = measure(tracks, evald)
+    timings["evaluate"] = time.time() - t
+    text, summary = table(res, s)
+    timings["total"] = time.time() - t0
+    print("\n" + text + "\n")
+    print("timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
+    (out / "results.json").write_text(json.dumps(
+        {"settings": s.__dict__, "timings": timings, "summary": summary,
+         "per_video": {m: {k: v.tolist() for k, v in r.items()} for m, r in res.items()}},
+        indent=1, default=str))
+    (out / "table.md").write_text(text + "\n")
+    return {"summary": summary, "timings": timings, "table": text}
+
+
+def evaluate_models(folder: Path, s: Settings, out: Path, threads: int = 1,
+                    domain: str = "mel") -> dict:
+    """Only the evaluation, on an already trained model set (e.g. the shipped one)."""
+    torch.set_num_threads(threads)
+    model, cn = load_model_set(folder)
+    evald = T.build_data(model, range(10_000, 10_000 + s.eval_clips), M.DURATION,
+                         objects=("ball", "lamp"))
+    tracks = generate_chain(model, cn, evald, s, domain=domain)
+    tracks.update(reference_tracks(model, evald, domain))
+    text, summary = table(measure(tracks, evald), s)
+    print("\n" + text + "\n")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table_eval_only.md").write_text(text + "\n")
+    return {"summary": summary, "table": text}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.world.evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="world_run", help="output folder (models, results)")
+    p.add_argument("--quick", action="store_true", help="tiny settings for tests (< 2 min)")
+    p.add_argument("--ship", action="store_true",
+                   help="copy the trained models into nag_core/assets/world afterwards")
+    p.add_argument("--controlnet-trainer", choices=("cli", "builtin"), default="builtin",
+                   help="cli: export the clips as videos and run `python -m nag_core.train run` "
+                        "(as a user would); builtin: bench.world.train.train_controlnet on the "
+                        "in-memory features (same objective, no video round trip)")
+    p.add_argument("--domain", choices=("mel", "wave"), default="mel",
+                   help="measure the VAE decoder's mels (default) or the vocoder's waveforms "
+                        "(the product path; needs a working vocoder)")
+    p.add_argument("--eval-only", default=None,
+                   help="evaluate an already trained model folder (e.g. nag_core/assets/world)")
+    p.add_argument("--ship-from", default=None,
+                   help="only copy an already trained model folder (OUT/models) into the package")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: on a shared machine oversubscribed "
+                        "OpenMP threads are far slower than one)")
+    for f in ("train_clips", "eval_clips", "vae_steps", "vocoder_steps", "base_steps",
+              "controlnet_steps", "euler_steps"):
+        p.add_argument("--" + f.replace("_", "-"), type=int, default=None)
+    a = p.parse_args(argv)
+    if a.eval_only:
+        s = QUICK if a.quick else Settings()
+        if a.eval_clips or a.euler_steps:
+            s = Settings(**{**s.__dict__, **{k: v for k, v in (("eval_clips", a.eval_clips),
+                                                               ("euler_steps", a.euler_steps))
+                                             if v}})
+        evaluate_models(Path(a.eval_only), s, Path(a.out), a.threads, a.domain)
+        return 0
+    if a.ship_from:
+        ship_model_set(Path(a.ship_from))
+        return 0
+    s = QUICK if a.quick else Settings()
+    over = {f: getattr(a, f) for f in s.__dict__ if getattr(a, f, None) is not None}
+    if over:
+        s = Settings(**{**s.__dict__, **over})
+    run(Path(a.out), s, a.threads, a.controlnet_trainer, a.domain)
+    if a.ship:
+        ship_model_set(Path(a.out) / "models")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

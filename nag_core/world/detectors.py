@@ -1,0 +1,143 @@
+"""Signature detectors for world audio: no learned model, only band energies of the 16 kHz log-mel
+(the same mel MMAudio's 16k VAE works on, 80 bands, hop 256 = 62.5 frames/s).
+
+* ``share_db(mel, obj)``: the share of the track's energy inside the object's band, in dB
+  (gain-independent: a track twice as loud has the same shares);
+* ``lamp_sync_db(mel, clip)``: mean lamp-band power while the lamp is lit over while it is dark
+  (dB);
+* ``ball_sync_db(mel, clip)``: mean ball-band power right after floor contacts over away from
+  contacts (dB): clicks at the right times, not just clicks;
+* ``aa_similarity(mel_a, mel_b)``: cosine of the band-energy envelopes of two tracks (all four
+  object bands over time, 60 dB range), in the spirit of CLAP audio-audio similarity.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from ..mmaudio.mel import mel_converter, mel_params
+from .scene import BANDS, OBJECTS, SAMPLE_RATE
+
+LIT_MARGIN = 0.06  # s around lamp switches left out (VAE/mel smear edges)
+CLICK_WINDOW = 0.05  # s after a contact where its click must be
+AWAY = 0.12  # s from any contact counted as "away"
+PRESENT_DB = 6.0  # sync contrast above which a signature counts as present
+RANGE_DB = 60.0
+
+
+def log_mel(wave) -> np.ndarray:
+    """(samples,) waveform at 16 kHz -> (80, T) log10-magnitude mel, as MMAudio's 16k mel."""
+    w = torch.as_tensor(np.asarray(wave, dtype=np.float32))
+    with torch.no_grad():
+        return mel_converter("16k")(w).numpy()
+
+
+def frame_times(n_frames: int) -> np.ndarray:
+    """Centre time (s) of each mel frame: the front end pads (n_fft - hop) / 2 on the left."""
+    p = mel_params("16k")
+    return (np.arange(n_frames) * p.hop_size + p.n_fft / 2 - p.pad) / SAMPLE_RATE
+
+
+@lru_cache(maxsize=1)
+def mel_centres() -> np.ndarray:
+    """Centre frequency (Hz) of each of the 80 mel filters (weighted mean of its FFT bins)."""
+    conv = mel_converter("16k")
+    basis = conv.mel_basis.numpy()
+    freqs = np.linspace(0, SAMPLE_RATE / 2, basis.shape[1])
+    return (basis * freqs).sum(1) / np.maximum(basis.sum(1), 1e-12)
+
+
+def band_rows(obj: str) -> np.ndarray:
+    lo, hi = BANDS[obj]
+    c = mel_centres()
+    rows = np.nonzero((c >= lo) & (c <= hi))[0]
+    if len(rows) == 0:  # narrow band (the 1 kHz lamp): the filter nearest its centre
+        rows = np.array([int(np.argmin(np.abs(c - (lo + hi) / 2)))])
+    return rows
+
+
+def band_power(mel: np.ndarray, obj: str) -> np.ndarray:
+    """(T,) power of the object's band per frame (linear)."""
+    mag = 10.0 ** mel[band_rows(obj)]
+    return (mag ** 2).sum(0)
+
+
+def band_db(mel: np.ndarray, obj: str) -> np.ndarray:
+    return 10.0 * np.log10(band_power(mel, obj) + 1e-20)
+
+
+def share_db(mel: np.ndarray, obj: str) -> float:
+    """10 log10(band energy / total energy) over the whole track."""
+    total = ((10.0 ** mel) ** 2).sum()
+    return float(10.0 * np.log10(band_power(mel, obj).sum() / (total + 1e-20) + 1e-20))
+
+
+def lit_frames(clip, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(lit, dark) frame masks with LIT_MARGIN left out around every switch."""
+    lit = clip.lit_mask(times)
+    edges = [t for a, b in clip.lit for t in (a, b)]
+    near = np.zeros(len(times), dtype=bool)
+    for e in edges:
+        near |= np.abs(times - e) < LIT_MARGIN
+    return lit & ~near, ~lit & ~near
+
+
+def lamp_sync_db(mel: np.ndarray, clip) -> float:
+    """Mean lamp-band power while lit over while dark, in dB (nan without lit or dark)."""
+    times = frame_times(mel.shape[1])
+    lit, dark = lit_frames(clip, times)
+    if not lit.any() or not dark.any():
+        return float("nan")
+    power = band_power(mel, "lamp")
+    return _ratio_db(power[lit].mean(), power[dark].mean())
+
+
+def ball_sync_db(mel: np.ndarray, clip) -> float:
+    """Mean ball-band power within CLICK_WINDOW after contacts over the mean power of frames at
+    least AWAY from every contact, in dB."""
+    times = frame_times(mel.shape[1])
+    contacts = clip.contacts[clip.contacts < times[-1] - CLICK_WINDOW]
+    if len(contacts) == 0:
+        return float("nan")
+    power = band_power(mel, "ball")
+    dist = np.min(np.abs(times[:, None] - contacts[None, :]), axis=1)
+    away = dist >= AWAY
+    near = np.zeros(len(times), dtype=bool)
+    for c in contacts:
+        near |= (times >= c - 0.01) & (times <= c + CLICK_WINDOW)
+    if not away.any():
+        return float("nan")
+    return _ratio_db(power[near].mean(), power[away].mean())
+
+
+def _ratio_db(a: float, b: float) -> float:
+    """10 log10(a / b) with a floor at the mel's own floor (-100 dB magnitude), capped at
+    +-60 dB so silent stretches do not give infinite contrasts."""
+    floor = 1e-10
+    return float(np.clip(10.0 * np.log10((a + floor) / (b + floor)), -60.0, 60.0))
+
+
+def envelopes(mel: np.ndarray) -> np.ndarray:
+    """(4, T) band levels in dB above (track max - RANGE_DB), clipped at 0."""
+    db = np.stack([band_db(mel, o) for o in OBJECTS])
+    return np.clip(db - (db.max() - RANGE_DB), 0.0, None)
+
+
+def aa_similarity(mel_a: np.ndarray, mel_b: np.ndarray) -> float:
+    """Cosine similarity of the two tracks' band envelopes (1 = same sounds at the same times)."""
+    n = min(mel_a.shape[1], mel_b.shape[1])
+    a, b = envelopes(mel_a[:, :n]).ravel(), envelopes(mel_b[:, :n]).ravel()
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
+
+
+def signature_report(mel: np.ndarray, clip) -> dict:
+    """Every detector on one track: shares per object, lamp/ball sync contrasts, presence flags."""
+    out = {f"share_{o}": share_db(mel, o) for o in OBJECTS}
+    out["lamp_sync"] = lamp_sync_db(mel, clip) if clip.lit else float("nan")
+    out["ball_sync"] = ball_sync_db(mel, clip) if len(clip.contacts) else float("nan")
+    out["lamp_present"] = bool(out["lamp_sync"] > PRESENT_DB)
+    out["ball_present"] = bool(out["ball_sync"] > PRESENT_DB)
+    return out

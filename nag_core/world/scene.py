@@ -1,0 +1,226 @@
+"""Rendering world clips: frames (T, 64, 64, 3) float in [0, 1] at 25 fps and 16 kHz audio, with
+every object's own track kept (ground truth for the detectors) and the event times that tie
+picture and sound together (ball contacts, lamp lit intervals).
+
+Everything is drawn from one seed, so a clip is reproducible from ``(seed, objects, duration)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import ConfigError
+
+OBJECTS = ("ball", "lamp", "fan", "rain")
+CAPTIONS = {"ball": "ball bounces", "lamp": "lamp beeps", "fan": "fan hums", "rain": "rain falls"}
+SIZE = 64
+FPS = 25
+SAMPLE_RATE = 16000
+# Frequency band of each object's sound: disjoint, so a band's energy names its object.
+BANDS = {"ball": (2500.0, 4000.0), "lamp": (900.0, 1100.0), "fan": (90.0, 260.0),
+         "rain": (5000.0, 7000.0)}
+BACKGROUND = 0.1
+CLICK_SECONDS = 0.04
+
+
+@dataclass
+class Clip:
+    """One rendered clip. ``tracks[name]`` is that object's sound alone; ``audio`` their sum."""
+
+    seed: int
+    objects: tuple  # visible objects
+    duration: float
+    frames: np.ndarray  # (T, 64, 64, 3) float32 in [0, 1], frame i shown at i / FPS
+    audio: np.ndarray  # (samples,) float32 at SAMPLE_RATE
+    tracks: dict = field(default_factory=dict)
+    contacts: np.ndarray = field(default_factory=lambda: np.zeros(0))  # ball floor contacts, s
+    lit: list = field(default_factory=list)  # lamp lit intervals [(start, end)], s
+    audible: tuple = ()  # the visible objects that make their sound (the rest are silent)
+
+    @property
+    def fps(self) -> int:
+        return FPS
+
+    @property
+    def sample_rate(self) -> int:
+        return SAMPLE_RATE
+
+    def lit_mask(self, times: np.ndarray) -> np.ndarray:
+        """True where the lamp is lit at ``times`` (seconds)."""
+        mask = np.zeros(len(times), dtype=bool)
+        for a, b in self.lit:
+            mask |= (times >= a) & (times < b)
+        return mask
+
+
+def sample_objects(rng: np.random.Generator, must=()) -> tuple:
+    """2-3 distinct objects (always including ``must``), in OBJECTS order."""
+    count = int(rng.integers(2, 4))
+    rest = [o for o in OBJECTS if o not in must]
+    chosen = list(must) + list(rng.choice(rest, size=max(0, count - len(must)), replace=False))
+    return tuple(o for o in OBJECTS if o in chosen)
+
+
+def training_caption(objects, rng: np.random.Generator) -> str:
+    """A caption naming a random non-empty subset of the audible objects: the picture, not the
+    text, tells the model everything that sounds (as with real MMAudio training captions)."""
+    k = int(rng.integers(1, len(objects) + 1))
+    named = rng.permutation(list(objects))[:k]
+    return " and ".join(CAPTIONS[o] for o in named)
+
+
+def band_noise(rng: np.random.Generator, samples: int, lo: float, hi: float) -> np.ndarray:
+    """White noise restricted to [lo, hi] Hz by zeroing FFT bins, scaled to unit RMS."""
+    spec = np.fft.rfft(rng.standard_normal(samples))
+    freqs = np.fft.rfftfreq(samples, 1.0 / SAMPLE_RATE)
+    spec[(freqs < lo) | (freqs > hi)] = 0
+    x = np.fft.irfft(spec, n=samples)
+    return x / (np.sqrt(np.mean(x ** 2)) + 1e-12)
+
+
+def _grid():
+    y, x = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
+    return y, x
+
+
+# ----------------------------------------------------------------------------- objects
+def _ball(rng, t_frames, t_audio, duration):
+    period = rng.uniform(0.45, 0.8)
+    phase = rng.uniform(0.1, period)
+    cx = rng.uniform(10, 22)
+    height = np.abs(np.sin(math.pi * (t_frames - phase) / period)) * 17.0
+    cy = 25.0 - height
+    y, x = _grid()
+    disk = ((y[None] - cy[:, None, None]) ** 2 + (x[None] - cx) ** 2) <= 5.0 ** 2
+    layer = np.where(disk[..., None], np.float32(1.0), np.nan)  # white, nan = transparent
+    contacts = np.arange(phase, duration, period)
+    audio = np.zeros_like(t_audio)
+    n = int(CLICK_SECONDS * SAMPLE_RATE)
+    env = np.exp(-np.arange(n) / (0.008 * SAMPLE_RATE))
+    for c in contacts:
+        i = int(round(c * SAMPLE_RATE))
+        burst = band_noise(rng, n, *BANDS["ball"]) * env * 0.25
+        m = min(n, len(audio) - i)
+        if m > 0:
+            audio[i:i + m] += burst[:m]
+    return layer, audio, {"contacts": contacts}
+
+
+def _lamp(rng, t_frames, t_audio, duration):
+    lit, t, on = [], 0.0, bool(rng.integers(0, 2))
+    while t < duration:
+        d = rng.uniform(0.3, 1.0)
+        if on:
+            lit.append((t, min(t + d, duration)))
+        t, on = t + d, not on
+    y, x = _grid()
+    square = (y >= 8) & (y < 24) & (x >= 40) & (x < 56)
+    lit_f = np.zeros(len(t_frames), dtype=bool)
+    lit_a = np.zeros(len(t_audio))
+    for a, b in lit:
+        lit_f |= (t_frames >= a) & (t_frames < b)
+        lit_a[(t_audio >= a) & (t_audio < b)] = 1.0
+    on_rgb = np.array([1.0, 0.9, 0.2], np.float32)
+    off_rgb = np.array([0.3, 0.3, 0.25], np.float32)
+    colour = np.where(lit_f[:, None], on_rgb, off_rgb)  # (T, 3)
+    layer = np.where(square[None, ..., None], colour[:, None, None, :], np.nan)
+    ramp = int(0.005 * SAMPLE_RATE)  # 5 ms fades: no clicks at switching times
+    lit_a = np.convolve(lit_a, np.ones(ramp) / ramp, mode="same")
+    audio = 0.25 * np.sin(2 * math.pi * 1000.0 * t_audio) * lit_a
+    return layer.astype(np.float32), audio, {"lit": lit}
+
+
+def _fan(rng, t_frames, t_audio, duration):
+    speed = rng.uniform(0.4, 0.9) * rng.choice([-1, 1])  # rev/s (slow enough to see at 25 fps)
+    theta0 = rng.uniform(0, 2 * math.pi)
+    y, x = _grid()
+    cy, cx = 48.0, 48.0
+    r = np.hypot(y - cy, x - cx)
+    ang = np.arctan2(y - cy, x - cx)
+    theta = theta0 + 2 * math.pi * speed * t_frames  # (T,)
+    # distance in angle to the nearest of three blades
+    d = (ang[None] - theta[:, None, None]) % (2 * math.pi / 3)
+    d = np.minimum(d, 2 * math.pi / 3 - d)
+    blade = (d * np.maximum(r[None], 1.0) <= 1.6) & (r[None] <= 13)
+    hub = r <= 2.5
+    mask = blade | hub[None]
+    layer = np.where(mask[..., None], np.array([0.2, 0.4, 1.0], np.float32), np.nan)
+    audio = 0.15 * (np.sin(2 * math.pi * 120.0 * t_audio)
+                    + 0.5 * np.sin(2 * math.pi * 240.0 * t_audio))
+    return layer.astype(np.float32), audio, {}
+
+
+def _rain(rng, t_frames, t_audio, duration):
+    drops = 12
+    xs = rng.uniform(2, 30, drops)
+    y0 = rng.uniform(0, 32, drops)
+    v = rng.uniform(25, 45, drops)  # px/s
+    y, x = _grid()
+    mask = np.zeros((len(t_frames), SIZE, SIZE), dtype=bool)
+    for k in range(drops):
+        top = 32 + (y0[k] + v[k] * t_frames) % 28  # (T,)
+        shift = (y[None] - top[:, None, None]) * 0.3  # slanted streaks
+        streak = ((y[None] >= top[:, None, None]) & (y[None] < top[:, None, None] + 4)
+                  & (np.abs(x[None] - xs[k] - shift) <= 0.6))
+        mask |= streak
+    layer = np.where(mask[..., None], np.array([0.4, 0.8, 1.0], np.float32), np.nan)
+    audio = 0.06 * band_noise(rng, len(t_audio), *BANDS["rain"])
+    return layer.astype(np.float32), audio, {}
+
+
+_MAKERS = {"ball": _ball, "lamp": _lamp, "fan": _fan, "rain": _rain}
+
+
+def sample_audible(rng: np.random.Generator, objects, p_silent: float) -> tuple:
+    """Each visible object is silent with probability ``p_silent`` (at least one stays audible):
+    as in real videos, the picture does not say everything about the sound, so the earlier tracks
+    of a chain carry information the picture lacks."""
+    keep = [o for o in objects if rng.random() >= p_silent]
+    if not keep:
+        keep = [objects[int(rng.integers(len(objects)))]]
+    return tuple(o for o in objects if o in keep)
+
+
+def render_clip(seed: int, objects=None, duration: float = 8.0, audible=None,
+                p_silent: float = 0.0) -> Clip:
+    """Render one clip. ``objects`` None draws 2-3 at random from the seed. ``audible`` (default:
+    every object, or a random subset when ``p_silent`` > 0) are the objects that sound."""
+    rng = np.random.default_rng(seed)
+    if objects is None:
+        objects = sample_objects(rng)
+    objects = tuple(objects)
+    if audible is None:
+        audible = sample_audible(rng, objects, p_silent) if p_silent > 0 else objects
+    audible = tuple(o for o in objects if o in audible)
+    unknown = [o for o in objects if o not in OBJECTS]
+    if unknown or not objects:
+        raise ConfigError(f"unknown world objects {unknown}; choose from {', '.join(OBJECTS)}")
+    if duration <= 0:
+        raise ConfigError(f"duration must be positive, got {duration}")
+    n_frames = int(round(duration * FPS))
+    n_samples = int(round(duration * SAMPLE_RATE))
+    t_frames = np.arange(n_frames) / FPS
+    t_audio = np.arange(n_samples) / SAMPLE_RATE
+    frames = np.full((n_frames, SIZE, SIZE, 3), BACKGROUND, dtype=np.float32)
+    tracks, info = {}, {}
+    for name in OBJECTS:  # fixed order: each object's draws do not depend on the others
+        sub = np.random.default_rng([seed, OBJECTS.index(name)])
+        if name not in objects:
+            continue
+        layer, audio, extra = _MAKERS[name](sub, t_frames, t_audio, duration)
+        frames = np.where(np.isnan(layer), frames, layer)
+        if name in audible:
+            tracks[name] = audio.astype(np.float32)
+        info.update(extra)
+    mix = np.sum([tracks[o] for o in audible], axis=0)
+    peak = float(np.abs(mix).max())
+    if peak > 0.95:  # the mel front end clamps to [-1, 1]: scale every track alike
+        tracks = {k: (v * (0.95 / peak)).astype(np.float32) for k, v in tracks.items()}
+        mix = mix * (0.95 / peak)
+    mix = mix.astype(np.float32)
+    return Clip(seed=seed, objects=objects, duration=float(duration), frames=frames, audio=mix,
+                tracks=tracks, contacts=np.asarray(info.get("contacts", np.zeros(0))),
+                lit=info.get("lit", []), audible=audible)

@@ -1,0 +1,91 @@
+"""The synthetic Foley world: reproducible clips and signature detectors on ground-truth audio."""
+
+import numpy as np
+import pytest
+
+from nag_core.errors import ConfigError
+from nag_core.world.detectors import aa_similarity, log_mel, signature_report
+from nag_core.world.scene import CAPTIONS, SIZE, render_clip, training_caption
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return render_clip(5, ("ball", "lamp", "fan", "rain"), 4.0)
+
+
+def test_clip_is_reproducible_and_shaped(clip):
+    again = render_clip(5, ("ball", "lamp", "fan", "rain"), 4.0)
+    assert clip.frames.shape == (100, SIZE, SIZE, 3)
+    assert clip.audio.shape == (64000,)
+    assert np.array_equal(clip.audio, again.audio) and np.array_equal(clip.frames, again.frames)
+    assert np.abs(clip.audio).max() <= 0.95 + 1e-6
+    # an object's draws do not depend on which other objects share the clip
+    pair = render_clip(5, ("ball", "lamp"), 4.0)
+    assert np.allclose(pair.contacts, clip.contacts) and pair.lit == clip.lit
+
+
+def test_lamp_is_bright_exactly_while_lit(clip):
+    times = np.arange(100) / 25
+    lit = clip.lit_mask(times)
+    square = clip.frames[:, 8:24, 40:56, 2]  # blue channel: 0.2 lit, 0.25 dark
+    assert lit.any() and (~lit).any()
+    assert np.all(clip.frames[lit, 16, 48, 0] == 1.0) and np.all(clip.frames[~lit, 16, 48, 0] < 0.5)
+    assert square.shape == (100, 16, 16)
+
+
+def test_ball_touches_floor_at_contacts(clip):
+    # the ball's lowest pixel row is near the floor at contact frames only
+    rows = [np.nonzero(clip.frames[i, :32, :32, 1] == 1.0)[0].max() for i in range(100)]
+    at = [int(round(c * 25)) for c in clip.contacts if c * 25 < 99.5]
+    assert min(rows[i] for i in at) >= 28
+    assert np.median(rows) < 25
+
+
+def test_detectors_name_each_object(clip):
+    mels = {k: log_mel(v) for k, v in clip.tracks.items()}
+    lamp, ball = signature_report(mels["lamp"], clip), signature_report(mels["ball"], clip)
+    assert lamp["lamp_present"] and not lamp["ball_present"]
+    assert ball["ball_present"] and not ball["lamp_present"]
+    assert lamp["share_lamp"] > -1 and lamp["share_ball"] < -40
+    for name in ("fan", "rain"):
+        r = signature_report(mels[name], clip)
+        assert not r["lamp_present"] and not r["ball_present"]
+        assert r[f"share_{name}"] > -1
+    mix = signature_report(log_mel(clip.audio), clip)
+    assert mix["lamp_present"] and mix["ball_present"]
+
+
+def test_detectors_see_timing_not_just_band():
+    # a lamp tone at the wrong times (another clip's schedule) is not "present"
+    a, b = render_clip(1, ("ball", "lamp"), 4.0), render_clip(2, ("ball", "lamp"), 4.0)
+    wrong = signature_report(log_mel(b.tracks["lamp"]), a)
+    assert not wrong["lamp_present"] or wrong["lamp_sync"] < signature_report(
+        log_mel(a.tracks["lamp"]), a)["lamp_sync"] / 2
+    assert not signature_report(log_mel(b.tracks["ball"]), a)["ball_present"]
+
+
+def test_aa_similarity(clip):
+    mb, ml, mm = (log_mel(clip.tracks["ball"]), log_mel(clip.tracks["lamp"]),
+                  log_mel(clip.audio))
+    assert aa_similarity(mm, mm) == pytest.approx(1.0)
+    assert aa_similarity(mb, ml) < 0.2
+    assert aa_similarity(mb, ml) < aa_similarity(mm, ml)
+
+
+def test_captions_and_errors():
+    rng = np.random.default_rng(0)
+    caps = {training_caption(("ball", "lamp"), rng) for _ in range(50)}
+    assert {"ball bounces", "lamp beeps"} <= caps
+    assert all(set(c.split(" and ")) <= set(CAPTIONS.values()) for c in caps)
+    with pytest.raises(ConfigError, match="unknown world objects"):
+        render_clip(0, ("dog",))
+
+
+def test_silent_objects_are_seen_not_heard():
+    full = render_clip(7, ("ball", "lamp", "fan"), 2.0)
+    muted = render_clip(7, ("ball", "lamp", "fan"), 2.0, audible=("lamp",))
+    assert np.array_equal(full.frames, muted.frames)
+    assert set(muted.tracks) == {"lamp"} and muted.audible == ("lamp",)
+    rng_clips = [render_clip(s, None, 1.0, p_silent=0.5) for s in range(20)]
+    assert all(c.audible and set(c.audible) <= set(c.objects) for c in rng_clips)
+    assert any(len(c.audible) < len(c.objects) for c in rng_clips)
