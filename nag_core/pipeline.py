@@ -28,6 +28,7 @@ from .generation import sample_cfg, sample_nag
 from .guidance import ALPHA_DEFAULT, BETA_DEFAULT, negative_prompt_text
 from .media import VideoClip
 from .mix import TARGET_LUFS, Normalized, Track, composite
+from .mmaudio.variants import sequence_lengths
 from .model import MMAudioModel, VideoFeatures
 
 METHODS = ("nag", "negative_prompt", "independent")
@@ -152,7 +153,6 @@ class FoleySession:
         else:
             if self.duration is None:
                 raise ConfigError("a session without video needs a duration")
-            from .mmaudio.variants import sequence_lengths
             lengths = sequence_lengths(self.model.mode, self.duration)
             self.features = VideoFeatures(None, None, lengths.duration)
 
@@ -164,22 +164,21 @@ class FoleySession:
     def tracks(self) -> list[Tensor]:
         return [r.wave for r in self.results]
 
-    def _as_tracks(self, upto: int) -> list[Track]:
-        return [Track(r.wave[None], self.sample_rate) for r in self.results[:upto]]
+    def _mix(self, n: int) -> Normalized:
+        """normalize(Σ of the first n raw tracks, each with its gain) at the target loudness."""
+        first = self.results[:n]
+        return composite([Track(r.wave[None], self.sample_rate) for r in first],
+                         [r.settings.gain_db for r in first], self.target_lufs)
 
     def conditioning_mix(self, k: int) -> Optional[Normalized]:
-        """normalize(Σ tracks 1..k−1) at the target loudness (None for k = 1). 1-based k."""
-        if k <= 1:
-            return None
-        earlier = self.results[: k - 1]
-        return composite(self._as_tracks(k - 1), [r.settings.gain_db for r in earlier],
-                         self.target_lufs)
+        """Step k's conditioning mix (1-based): the mix of tracks 1..k−1; None for k = 1."""
+        return self._mix(k - 1) if k > 1 else None
 
     def composite(self) -> Normalized:
+        """The −20 LUFS composite of every track so far."""
         if not self.results:
             raise ConfigError("no tracks yet: add a step first")
-        return composite(self._as_tracks(len(self.results)),
-                         [r.settings.gain_db for r in self.results], self.target_lufs)
+        return self._mix(len(self.results))
 
     def _generate(self, k: int, settings: StepSettings) -> StepResult:
         return generate_track(
