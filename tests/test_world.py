@@ -89,3 +89,15 @@ def test_silent_objects_are_seen_not_heard():
     rng_clips = [render_clip(s, None, 1.0, p_silent=0.5) for s in range(20)]
     assert all(c.audible and set(c.audible) <= set(c.objects) for c in rng_clips)
     assert any(len(c.audible) < len(c.objects) for c in rng_clips)
+
+
+def test_vae_band_weights_favour_bands_that_switch():
+    import torch
+    from bench.world.train import band_weights
+    mel = torch.zeros(3, 80, 100)
+    mel[:, 10, ::2] = 1.0  # band 10 switches on and off; the others are stationary
+    w = band_weights(mel, 3.0)
+    assert w.shape == (1, 80, 1)
+    assert abs(float(w.mean()) - 1.0) < 1e-6
+    assert float(w[0, 10, 0]) > 10 * float(w[0, 0, 0])
+    assert torch.allclose(band_weights(mel, 0.0), torch.ones(1, 80, 1))

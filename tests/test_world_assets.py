@@ -1,6 +1,6 @@
 """The shipped world model set (nag_core/assets/world): loadable through the product loaders and,
 run through the product pipeline (FoleySession), its step-2 "lamp beeps" track carries the lamp's
-1 kHz tone at the lamp's lit times."""
+0.8-1.25 kHz buzz at the lamp's lit times."""
 
 import pytest
 import torch

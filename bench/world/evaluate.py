@@ -77,7 +77,7 @@ def write_model_set(folder: Path, model, controlnet=None) -> None:
     (folder / "WORLD_MODELS.txt").write_text(
         "Tiny MMAudio-layout models trained from scratch on the synthetic Foley world\n"
         "(nag_core.world) by `python -m bench.world.evaluate`. They only know the world's four\n"
-        "sounds (ball clicks, lamp 1 kHz tone, fan hum, rain noise). Not real weights.\n")
+        "sounds (ball clicks, lamp 0.8-1.25 kHz buzz, fan hum, rain noise). Not real weights.\n")
 
 
 def ship_model_set(src: Path, dst: Path | None = None) -> Path:
@@ -226,7 +226,7 @@ METRICS = {  # name: (column title, better)
     "leak_sync": ("ball-click leakage: click contrast at contacts in track 2 (dB)", "lower"),
     "leak_rate": ("ball detected in track 2 (rate)", "lower"),
     "leak_share": ("ball-band share of track 2 (dB)", "lower"),
-    "lamp_sync": ("lamp fidelity: 1 kHz lit/dark contrast in track 2 (dB)", "higher"),
+    "lamp_sync": ("lamp fidelity: lamp-band lit/dark contrast in track 2 (dB)", "higher"),
     "lamp_rate": ("lamp detected in track 2 (rate)", "higher"),
     "aa": ("A-A similarity track 1 vs track 2 (cosine)", "lower"),
 }

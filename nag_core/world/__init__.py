@@ -5,7 +5,8 @@ object shares, and with events synchronised to the picture:
 
 * ``ball``: a white disk bouncing in the top-left quadrant; a click (2.5-4 kHz noise burst) at
   each floor contact;
-* ``lamp``: a square in the top-right quadrant, bright yellow while lit; a 1 kHz tone while lit;
+* ``lamp``: a square in the top-right quadrant, bright yellow while lit; a 0.8-1.25 kHz
+  noise buzz while lit;
 * ``fan``: three spinning blue blades in the bottom-right quadrant; a 120 Hz (+240 Hz) hum;
 * ``rain``: cyan streaks falling in the bottom-left quadrant; 5-7 kHz band-limited noise.
 

@@ -54,7 +54,7 @@ def band_rows(obj: str) -> np.ndarray:
     lo, hi = BANDS[obj]
     c = mel_centres()
     rows = np.nonzero((c >= lo) & (c <= hi))[0]
-    if len(rows) == 0:  # narrow band (the 1 kHz lamp): the filter nearest its centre
+    if len(rows) == 0:  # a band narrower than one filter: the filter nearest its centre
         rows = np.array([int(np.argmin(np.abs(c - (lo + hi) / 2)))])
     return rows
 
