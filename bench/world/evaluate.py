@@ -37,7 +37,7 @@ class Settings:
     train_clips: int = 60
     eval_clips: int = 50
     vae_steps: int = 1200
-    vocoder_steps: int = 80
+    vocoder_steps: int = 300
     base_steps: int = 1500
     controlnet_steps: int = 500
     euler_steps: int = 12

@@ -144,7 +144,7 @@ def _stft_mag(x: torch.Tensor, n_fft: int) -> torch.Tensor:
 
 
 def train_vocoder(model: MMAudioModel, data: WorldData, steps: int, batch: int = 8,
-                  frames: int = 32, lr: float = 2e-3, seed: int = 0):
+                  frames: int = 32, lr: float = 4e-3, seed: int = 0):
     """Regression-only training (log-mel L1 + multi-resolution log-STFT L1, no discriminator):
     the vocoder must put energy in the right bands at the right times, which is what the
     detectors measure; it is not meant to sound natural."""
