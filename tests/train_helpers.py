@@ -12,6 +12,7 @@ import pytest
 import numpy as np
 import torch
 
+from nag_core.media.audio import encode_frames
 from nag_core.mmaudio.network import MMAudioNetwork, randomize_parameters_
 from nag_core.mmaudio.variants import MODES, sequence_lengths
 from nag_core.smoke import tiny_network_config
@@ -49,12 +50,8 @@ def make_video(path: Path, seconds: float, freq: float = 440.0, fps: int = 25,
 
 
 def _write_audio(out, stream, wave: np.ndarray, chunk: int = 1024) -> None:
-    for start in range(0, len(wave), chunk):
-        part = wave[start:start + chunk]
-        frame = av.AudioFrame.from_ndarray(part[None, :], format="flt", layout="mono")
-        frame.sample_rate = SR
-        frame.pts = start
-        frame.time_base = Fraction(1, SR)
+    mono = torch.from_numpy(np.asarray(wave, dtype=np.float32))[None]
+    for frame in encode_frames(mono, SR, "flt", chunk=chunk):
         for p in stream.encode(frame):
             out.mux(p)
     for p in stream.encode():

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import av
 import numpy as np
+import torch
+
+from nag_core.media.audio import encode_frames
 
 from nag_core.world.scene import FPS, SAMPLE_RATE, render_clip, training_caption
 
@@ -36,12 +39,8 @@ def write_clip_video(clip, path: Path) -> Path:
                 out.mux(packet)
         for packet in v.encode():
             out.mux(packet)
-        pcm = (np.clip(clip.audio, -1, 1) * 32767).round().astype(np.int16)
-        for s in range(0, len(pcm), 1024):
-            frame = av.AudioFrame.from_ndarray(pcm[None, s:s + 1024], format="s16", layout="mono")
-            frame.sample_rate = SAMPLE_RATE
-            frame.pts = s
-            frame.time_base = Fraction(1, SAMPLE_RATE)
+        wave = torch.from_numpy(np.asarray(clip.audio, dtype=np.float32))[None]
+        for frame in encode_frames(wave, SAMPLE_RATE, "s16", chunk=1024):
             for packet in a.encode(frame):
                 out.mux(packet)
         for packet in a.encode():
