@@ -195,6 +195,25 @@ def logit_normal(n: int, gen: torch.Generator) -> torch.Tensor:
     return torch.sigmoid(torch.randn(n, generator=gen))
 
 
+def flow_batch(x1: torch.Tensor, gen: torch.Generator):
+    """MMAudio's flow-matching training pair: x0 ~ N(0, I), logit-normal t,
+    x_t = t·x1 + (1−t)·x0; returns (x_t, t, target x1 − x0)."""
+    x0 = torch.randn(x1.shape, generator=gen)
+    t = logit_normal(x1.shape[0], gen)
+    return (1 - t[:, None, None]) * x0 + t[:, None, None] * x1, t, x1 - x0
+
+
+def optimizer_step(opt, params, loss: torch.Tensor, lr: float, step: int, steps: int,
+                   warm: int) -> None:
+    """Backward, clip at 1.0, linear warm-up then cosine decay, step."""
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    for g in opt.param_groups:
+        g["lr"] = lr * min(1.0, (step + 1) / warm) * 0.5 * (1 + math.cos(math.pi * step / steps))
+    opt.step()
+
+
 def train_base(model: MMAudioModel, data: WorldData, latents: torch.Tensor, steps: int,
                batch: int = 16, lr: float = 1e-3, seed: int = 0,
                dropout: float = 0.1) -> MMAudioNetwork:
@@ -227,18 +246,10 @@ def train_base(model: MMAudioModel, data: WorldData, latents: torch.Tensor, step
         clip_f = torch.where(drop_v[:, None, None], net.get_empty_clip_sequence(batch), clip_f)
         sync_f = torch.where(drop_v[:, None, None], net.get_empty_sync_sequence(batch), sync_f)
         text = torch.where(drop_t[:, None, None], net.get_empty_string_sequence(batch), text)
-        x1 = x1_all[idx]
-        x0 = torch.randn(x1.shape, generator=gen)
-        t = logit_normal(batch, gen)
-        xt = (1 - t[:, None, None]) * x0 + t[:, None, None] * x1
+        xt, t, target = flow_batch(x1_all[idx], gen)
         cond = net.preprocess_conditions(clip_f, sync_f, text)
-        loss = F.mse_loss(net.predict_flow(xt, t, cond), x1 - x0)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        for g in opt.param_groups:
-            g["lr"] = lr * min(1.0, (step + 1) / warm) * 0.5 * (1 + math.cos(math.pi * step / steps))
-        opt.step()
+        loss = F.mse_loss(net.predict_flow(xt, t, cond), target)
+        optimizer_step(opt, net.parameters(), loss, lr, step, steps, warm)
         if step % max(1, steps // 10) == 0 or step == steps - 1:
             log(f"base step {step}: flow loss {loss.item():.4f}")
     return net.eval().requires_grad_(False)
@@ -283,18 +294,10 @@ def train_controlnet(model: MMAudioModel, data: WorldData, latents: torch.Tensor
         with torch.no_grad():
             cond = net.preprocess_conditions(data.clip_f[tgt], data.sync_f[tgt],
                                              empty_text.expand(batch, -1, -1))
-        x1 = x1_all[tgt]
-        x0 = torch.randn(x1.shape, generator=gen)
-        t = logit_normal(batch, gen)
-        xt = (1 - t[:, None, None]) * x0 + t[:, None, None] * x1
+        xt, t, target = flow_batch(x1_all[tgt], gen)
         u = controlnet_flow(net, cn, xt, t, cond, x_cond_all[cnd])
-        loss = F.mse_loss(u, x1 - x0)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(cn.parameters(), 1.0)
-        for g in opt.param_groups:
-            g["lr"] = lr * min(1.0, (step + 1) / warm) * 0.5 * (1 + math.cos(math.pi * step / steps))
-        opt.step()
+        loss = F.mse_loss(u, target)
+        optimizer_step(opt, cn.parameters(), loss, lr, step, steps, warm)
         if step % max(1, steps // 10) == 0 or step == steps - 1:
             log(f"controlnet step {step}: flow loss {loss.item():.4f}")
     return cn.eval().requires_grad_(False)
