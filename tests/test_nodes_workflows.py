@@ -130,13 +130,19 @@ def test_ui_workflow_nodes_do_not_overlap_in_the_frontend(path):
     assert not overlaps, f"{path.name}: overlapping nodes {overlaps}"
 
 
-def test_five_step_chain_runs_and_encodes_the_video_once(monkeypatch):
-    use_workspace(monkeypatch)
+def count_video_encodings(monkeypatch) -> list:
+    """A list that gets one entry per MMAudioModel.encode_video call."""
     from nag_core.model import MMAudioModel
     calls = []
     real = MMAudioModel.encode_video
     monkeypatch.setattr(MMAudioModel, "encode_video",
                         lambda self, clip: calls.append(1) or real(self, clip))
+    return calls
+
+
+def test_five_step_chain_runs_and_encodes_the_video_once(monkeypatch):
+    use_workspace(monkeypatch)
+    calls = count_video_encodings(monkeypatch)
     exe = executor()
     prompt = api_workflow("nag_foley_5_step_chain")
     types = {k: v["class_type"] for k, v in prompt.items()}
@@ -163,11 +169,7 @@ def test_five_step_chain_runs_and_encodes_the_video_once(monkeypatch):
 
 def test_comparison_and_single_step_workflows_run(monkeypatch):
     use_workspace(monkeypatch)
-    from nag_core.model import MMAudioModel
-    calls = []
-    real = MMAudioModel.encode_video
-    monkeypatch.setattr(MMAudioModel, "encode_video",
-                        lambda self, clip: calls.append(1) or real(self, clip))
+    calls = count_video_encodings(monkeypatch)
     exe = executor()
     prompt = api_workflow("nag_foley_method_comparison")
     for node in prompt.values():  # another clip than the chain test's: encoded afresh here
