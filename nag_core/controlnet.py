@@ -32,6 +32,7 @@ from .checkpoint import read_checkpoint, write_safetensors
 from .errors import ConfigError, WeightsError
 from .mmaudio.blocks import ChannelLastConv1d, ConvMLP, SingleBlock
 from .mmaudio.network import Conditions, ControlHook, ControlResiduals, MMAudioNetwork
+from .mmaudio.state_dict import check_keys
 from .mmaudio.variants import MODES, NetworkConfig, variant_name
 
 FORMAT = "nag-controlnet"
@@ -338,15 +339,7 @@ def load_controlnet(path: str | os.PathLike, network: MMAudioNetwork,
     freeze_base(network)
     with torch.device(network.device):
         net = NAGControlNet(config)
-    expected = net.state_dict()
-    missing = sorted(set(expected) - set(obj))
-    unexpected = sorted(set(obj) - set(expected))
-    if missing or unexpected:
-        raise WeightsError(f"{path} does not match its own ControlNet config: missing "
-                           f"{missing[:5]}, unexpected {unexpected[:5]}; the file is damaged")
-    bad = [k for k in expected if tuple(obj[k].shape) != tuple(expected[k].shape)]
-    if bad:
-        raise WeightsError(f"{path} has tensors of unexpected shapes, e.g. {bad[0]} "
-                           f"{tuple(obj[bad[0]].shape)} (expected {tuple(expected[bad[0]].shape)})")
+    check_keys(obj, net.state_dict(), what=f"its own ControlNet config ({config.describe_base()})",
+               source=path)
     net.load_state_dict(obj)
     return net.to(dtype=network.dtype).eval().requires_grad_(False)

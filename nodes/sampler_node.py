@@ -100,9 +100,7 @@ class NAGSampler:
         # it is not moved to the GPU (nor back, with offload) at all.
         uses_controlnet = controlnet is not None and mix is not None and method == "nag"
         extra = (controlnet,) if uses_controlnet else ()
-        with model.active(*extra):
-            if extra:
-                controlnet.to(dtype=model.model.dtype)
+        with model.active(*extra):  # load_controlnet already gave it the network's dtype
             result = generate_track(model.model, features, settings, condition_mix=mix,
                                     controlnet=controlnet if extra else None,
                                     earlier_prompts=earlier, progress=progress)

@@ -178,6 +178,20 @@ def test_load_rejects_foreign_file(tmp_path):
         load_controlnet(path, net)
 
 
+def test_damaged_controlnet_file_names_what_is_wrong(tmp_path):
+    net = tiny_network()
+    cn = controlnet(net, nonzero=True)
+    good = tmp_path / "cn.safetensors"
+    save_controlnet(cn, good)
+    state, meta = read_checkpoint(good)
+    dropped = sorted(state)[0]
+    del state[dropped]
+    damaged = tmp_path / "damaged.safetensors"
+    write_safetensors(state, damaged, metadata=meta)
+    with pytest.raises(WeightsError, match=f"1 missing keys.*{dropped}"):
+        load_controlnet(damaged, net)
+
+
 def test_load_onto_other_variant_names_both(tmp_path):
     cfg = ControlNetConfig().bound_to(VARIANTS["small_16k"], "small_16k")
     path = tmp_path / "cn.safetensors"
