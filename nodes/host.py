@@ -6,7 +6,9 @@ environment variables and to no-ops, so every node runs anywhere. No other modul
 imports ComfyUI.
 
 Fallback folders (only used when ComfyUI is absent):
-* ``NAGFOLEY_MODELS_DIR``: the MMAudio weights (default ``./models/mmaudio``);
+* the MMAudio weights: the folder the CLI and ``nag_core.load`` use
+  (``nag_core.download.resolve_models_dir``: ``NAGFOLEY_MODELS_DIR``, a ComfyUI tree's
+  models/mmaudio, else ~/.cache/nag-foley/models);
 * ``NAGFOLEY_INPUT_DIR``: videos for the loader (default ``./input``);
 * ``NAGFOLEY_OUTPUT_DIR``: saved stems and videos (default ``./output``).
 """
@@ -52,9 +54,8 @@ def register_model_folder() -> list[str]:
     paths. Adds to, never replaces, what another pack (kijai's) registered under the same key."""
     fp = _module("folder_paths")
     if fp is None:
-        folder = os.environ.get("NAGFOLEY_MODELS_DIR") or os.path.join(os.getcwd(), "models",
-                                                                       MODEL_KEY)
-        return [folder]
+        from nag_core.download import resolve_models_dir
+        return [str(resolve_models_dir())]
     folder = os.path.join(fp.models_dir, MODEL_KEY)
     os.makedirs(folder, exist_ok=True)
     known = fp.folder_names_and_paths.get(MODEL_KEY)
