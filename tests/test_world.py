@@ -101,3 +101,38 @@ def test_vae_band_weights_favour_bands_that_switch():
     assert abs(float(w.mean()) - 1.0) < 1e-6
     assert float(w[0, 10, 0]) > 10 * float(w[0, 0, 0])
     assert torch.allclose(band_weights(mel, 0.0), torch.ones(1, 80, 1))
+
+
+def test_lit_lamp_lights_the_room():
+    # the glow puts the lamp's state in image patches far from the lamp (e.g. the ball's corner)
+    c = render_clip(4, ("lamp",), 4.0)
+    lit = c.lit_mask(np.arange(len(c.frames)) / c.fps)
+    corner = c.frames[:, 20:30, 0:10].mean(axis=(1, 2, 3))
+    assert lit.any() and (~lit).any()
+    assert corner[lit].min() > corner[~lit].max() + 0.03
+
+
+def test_training_windows_are_exact_crops_of_the_whole_clip():
+    """A 4 s window cut from an 8 s clip's features is what encoding that window gives: exactly
+    for Synchformer tokens (windows start every 8 frames = one 0.32 s shift), within 1/16 s of
+    CLIP frames."""
+    import torch
+
+    from bench.world import train as T
+    from nag_core.media import frames_from_images
+
+    torch.set_num_threads(1)
+    fm = T.features_model()
+    data = T.build_data(fm, [3], 8.0, p_silent=0.2)
+    assert data.shifts == 13 and len(data.windows()) == 13
+    clip = render_clip(3, None, 8.0, p_silent=0.2)
+    for j in (0, 5, 12):
+        direct = fm.encode_video(frames_from_images(torch.from_numpy(clip.frames), 25,
+                                                    start=T.SHIFT * j, duration=4.0))
+        clip_f, sync_f = data.video(torch.tensor([0]), torch.tensor([j]))
+        assert torch.equal(sync_f, direct.sync_f)
+        assert clip_f.shape == direct.clip_f.shape
+        mel = data.mel_windows(torch.tensor([0]), torch.tensor([j]))
+        wave = data.wave_windows(torch.tensor([0]), torch.tensor([j]))
+        # the same mel frames, except at the window's edges (the front end pads each input)
+        assert torch.allclose(mel[..., 4:-4], fm.mel(wave)[..., 4:-4], atol=1e-4)

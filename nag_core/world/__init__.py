@@ -5,9 +5,9 @@ object shares, and with events synchronised to the picture:
 
 * ``ball``: a white disk bouncing in the top-left quadrant; a click (2.5-4 kHz noise burst) at
   each floor contact;
-* ``lamp``: a square in the top-right quadrant, bright yellow while lit; a 0.8-1.25 kHz
-  noise buzz while lit;
-* ``fan``: three spinning blue blades in the bottom-right quadrant; a 120 Hz (+240 Hz) hum;
+* ``lamp``: a square in the top-right quadrant, bright yellow while lit (and lighting the room
+  with a broad glow); a beep around 1 kHz (harmonics 14-19 of 62.5 Hz, 875-1187.5 Hz) while lit;
+* ``fan``: three spinning blue blades in the bottom-right quadrant; a 125 Hz (+250 Hz) hum;
 * ``rain``: cyan streaks falling in the bottom-left quadrant; 5-7 kHz band-limited noise.
 
 :mod:`nag_core.world.scene` renders clips; :mod:`nag_core.world.detectors` measures the sound
