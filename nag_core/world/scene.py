@@ -100,6 +100,12 @@ def _ball(rng, t_frames, t_audio, duration):
     disk = ((y[None] - cy[:, None, None]) ** 2 + (x[None] - cx) ** 2) <= 5.0 ** 2
     layer = np.where(disk[..., None], np.float32(1.0), np.nan)  # white, nan = transparent
     contacts = np.arange(phase, duration, period)
+    # A splash on the floor under the ball for the frames within 50 ms of a contact: the
+    # moment of impact is then visible in a single frame, not only as a turn in the motion.
+    near = np.min(np.abs(t_frames[:, None] - contacts[None, :]), axis=1) < 0.05
+    splash = (y >= 30) & (y < 33) & (np.abs(x - cx) <= 9)
+    mark = near[:, None, None] & splash[None]
+    layer = np.where(mark[..., None], np.array([1.0, 0.6, 0.2], np.float32), layer)
     audio = np.zeros_like(t_audio)
     n = int(CLICK_SECONDS * SAMPLE_RATE)
     env = np.exp(-np.arange(n) / (0.008 * SAMPLE_RATE))
