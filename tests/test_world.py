@@ -136,3 +136,11 @@ def test_training_windows_are_exact_crops_of_the_whole_clip():
         wave = data.wave_windows(torch.tensor([0]), torch.tensor([j]))
         # the same mel frames, except at the window's edges (the front end pads each input)
         assert torch.allclose(mel[..., 4:-4], fm.mel(wave)[..., 4:-4], atol=1e-4)
+
+
+def test_ball_contacts_are_visible_in_single_frames():
+    c = render_clip(5, ("ball",), 4.0)
+    t = np.arange(len(c.frames)) / c.fps
+    near = np.min(np.abs(t[:, None] - c.contacts[None, :]), axis=1) < 0.05
+    splash = c.frames[:, 30:33, :, 1].max(axis=(1, 2))  # the splash's green 0.6 vs background
+    assert near.any() and np.all(splash[near] > 0.5) and np.all(splash[~near] < 0.2)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from nag_core.mix import TARGET_LUFS, Track, composite
 from nag_core.world.detectors import aa_similarity, log_mel, signature_report
 
 from . import models as M
+from . import parallel as P
 from . import train as T
 
 STEP1, STEP2 = "ball bounces", "lamp beeps"
@@ -33,17 +35,18 @@ CONTROLNET_FILE = "nag_controlnet_world.safetensors"
 
 @dataclass
 class Settings:
-    # Sized to finish in ~20 min on one contended CPU core; more steps train better models.
-    train_clips: int = 60
+    # Sized to finish in under 30 min on a 2-core CPU with --jobs 2 (the vocoder and half the
+    # world in the second process); more clips and steps train better models.
+    train_clips: int = 240
     eval_clips: int = 50
     vae_steps: int = 1200
-    vocoder_steps: int = 300
-    base_steps: int = 1500
+    vocoder_steps: int = 1500
+    base_steps: int = 4000
     controlnet_steps: int = 500
     euler_steps: int = 12
     alpha: float = 4.5
     betas: tuple = (1.0, 1.5, 2.0)
-    p_silent: float = 0.35
+    p_silent: float = 0.2
     bootstrap: int = 2000
 
 
@@ -77,7 +80,7 @@ def write_model_set(folder: Path, model, controlnet=None) -> None:
     (folder / "WORLD_MODELS.txt").write_text(
         "Tiny MMAudio-layout models trained from scratch on the synthetic Foley world\n"
         "(nag_core.world) by `python -m bench.world.evaluate`. They only know the world's four\n"
-        "sounds (ball clicks, lamp 0.8-1.25 kHz buzz, fan hum, rain noise). Not real weights.\n")
+        "sounds (ball clicks, lamp beep around 1 kHz, fan hum, rain noise). Not real weights.\n")
 
 
 def ship_model_set(src: Path, dst: Path | None = None) -> Path:
@@ -213,7 +216,7 @@ def reference_tracks(model, data, domain: str = "mel") -> dict:
     out = {}
     for name, pick in (("ref_lamp_track", lambda c: c.tracks["lamp"]),
                        ("ref_ball_lamp_mix", lambda c: c.audio)):
-        waves = torch.stack([torch.from_numpy(pick(data.clips[data.seg_clip[i]]))
+        waves = torch.stack([torch.from_numpy(pick(data.clips[i]))
                              for i in range(len(data))])
         with torch.no_grad():
             lat = model.vae.encode(model.mel(waves)).mean.transpose(1, 2)
@@ -242,7 +245,7 @@ def measure(tracks: dict, data) -> dict:
     for method, waves in tracks.items():
         rows = []
         for i, w in enumerate(waves):
-            clip = data.clips[data.seg_clip[i]]
+            clip = data.clips[i]
             mel = as_mel(w)
             r = signature_report(mel, clip)
             rows.append({"leak_sync": r["ball_sync"], "leak_rate": float(r["ball_present"]),
@@ -300,9 +303,16 @@ def table(res: dict, s: Settings) -> tuple[str, dict]:
 
 
 # ----------------------------------------------------------------------------- main
+def _train_vocoder_state(fm, train, steps: int) -> dict:
+    return T.train_vocoder(fm, train, steps).state_dict()
+
+
 def run(out: Path, s: Settings, threads: int = 1, trainer: str = "builtin",
-        domain: str = "mel") -> dict:
-    torch.set_num_threads(threads)
+        domain: str = "mel", jobs: int = 1) -> dict:
+    """``jobs`` 2: half the data and the vocoder are built in a second (forked) process, each
+    process on one thread (``threads`` is then 1)."""
+    jobs = max(1, min(2, jobs))
+    torch.set_num_threads(1 if jobs > 1 else threads)
     torch.manual_seed(0)
     t0 = time.time()
     timings = {}
@@ -311,32 +321,38 @@ def run(out: Path, s: Settings, threads: int = 1, trainer: str = "builtin",
     tok = load_tokenizer(M.write_vocab(out / "vocab.txt.gz"))
     fm = T.features_model(tokenizer=tok)
     T.log(f"world: rendering + encoding {s.train_clips} training clips (8 s) and "
-          f"{s.eval_clips} evaluation clips (4 s, ball + lamp)")
-    train = T.build_data(fm, range(s.train_clips), 8.0, p_silent=s.p_silent)
+          f"{s.eval_clips} evaluation clips (4 s, ball + lamp), {jobs} process(es)")
+    half = s.train_clips // 2  # the second half in the other process when jobs > 1
+    other = P.run(T.build_data, fm, range(half, s.train_clips), 8.0, None, s.p_silent,
+                  parallel=jobs > 1, name="data")
+    first = T.build_data(fm, range(half), 8.0, p_silent=s.p_silent)
     evald = T.build_data(fm, range(10_000, 10_000 + s.eval_clips), M.DURATION,
                          objects=("ball", "lamp"))
+    train = T.WorldData.concat([first, other.result()])
     timings["data"] = time.time() - t0
+    # the vocoder depends on nothing else: trained in the other process meanwhile
+    t = time.time()
+    vocoder_job = P.run(_train_vocoder_state, fm, train, s.vocoder_steps, parallel=jobs > 1,
+                        name="vocoder")
+    timings["vocoder"] = time.time() - t  # its own time when jobs is 1
     t = time.time()
     vae = T.train_vae(train.mel, s.vae_steps)
     timings["vae"] = time.time() - t
-    t = time.time()
     model = T.features_model(clip=fm.clip, sync=fm.synchformer, tokenizer=tok, vae=vae)
-    vocoder = T.train_vocoder(model, train, s.vocoder_steps)
-    model = T.features_model(clip=fm.clip, sync=fm.synchformer, tokenizer=tok, vae=vae,
-                             vocoder=vocoder)
-    timings["vocoder"] = time.time() - t
     t = time.time()
     latents = T.latents_of(vae, train.mel)
     T.train_base(model, train, latents, s.base_steps)
     timings["base"] = time.time() - t
+    t = time.time()
+    model.vocoder.load_state_dict(vocoder_job.result())
+    model.vocoder.eval().requires_grad_(False)
+    timings["vocoder wait"] = time.time() - t
     write_model_set(out / "models", model)
     t = time.time()
     if trainer == "cli":
         train_controlnet_cli(out, out / "models", s, threads)
     else:
-        # x_cond as the mel-domain evaluation builds it: the neighbour's VAE latent at its own
-        # level (no vocoder round trip, no loudness normalisation)
-        x_cond = model.network.normalize(latents)
+        x_cond = T.condition_windows(model, train, latents, domain)
         cn = T.train_controlnet(model, train, latents, x_cond, s.controlnet_steps)
         save_controlnet(cn, out / "models" / CONTROLNET_FILE)
     timings["controlnet"] = time.time() - t
@@ -393,6 +409,9 @@ def main(argv=None) -> int:
                    help="evaluate an already trained model folder (e.g. nag_core/assets/world)")
     p.add_argument("--ship-from", default=None,
                    help="only copy an already trained model folder (OUT/models) into the package")
+    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                   help="processes (1 or 2; default 2 where there are 2 cores): with 2, half the "
+                        "world and the vocoder are built in a second process")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: on a shared machine oversubscribed "
                         "OpenMP threads are far slower than one)")
@@ -415,7 +434,7 @@ def main(argv=None) -> int:
     over = {f: getattr(a, f) for f in s.__dict__ if getattr(a, f, None) is not None}
     if over:
         s = Settings(**{**s.__dict__, **over})
-    run(Path(a.out), s, a.threads, a.controlnet_trainer, a.domain)
+    run(Path(a.out), s, a.threads, a.controlnet_trainer, a.domain, a.jobs)
     if a.ship:
         ship_model_set(Path(a.out) / "models")
     return 0

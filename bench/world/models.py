@@ -56,8 +56,10 @@ def build_vae(seed: int = SEED + 2) -> VAE:
 
 
 def vocoder_config() -> VocoderConfig:
-    # hop 256 = 4*4*4*4 as the real 16k vocoder; narrow channels for CPU
-    return VocoderConfig(80, (4, 4, 4, 4), (8, 8, 8, 8), 32, (3, 7), ((1, 3, 5),) * 2,
+    # hop 256 = 4*4*4*4 as the real 16k vocoder; narrow channels for CPU. Channels halve at
+    # every upsampling: 128 leaves 8 at 16 kHz (32 left 2, and that generator collapsed to one
+    # output whatever the mel)
+    return VocoderConfig(80, (4, 4, 4, 4), (8, 8, 8, 8), 128, (3, 7), ((1, 3, 5),) * 2,
                          use_tanh_at_final=True, use_bias_at_final=True)
 
 

@@ -1,10 +1,10 @@
 """Training the world's tiny model set from scratch on CPU: VAE, vocoder, flow network (MMAudio's
 recipe) and the NAG ControlNet.
 
-Every stage works on a :class:`WorldData` built once: per 4 s segment the CLIP/Synchformer
-features (through the product path: frames_from_images -> MMAudioModel.encode_video), the 16 kHz
-log-mel and the waveform. Training clips are 8 s, so each gives two adjacent segments: the
-ControlNet's (target, condition) pairs.
+Every stage works on a :class:`WorldData` built once: per clip the CLIP/Synchformer features
+(through the product path: frames_from_images -> MMAudioModel.encode_video), the 16 kHz log-mel
+and the waveform, from which the 4 s training windows are cropped. Training clips are 8 s: the
+ControlNet's (target, condition) pairs are their first and last windows.
 """
 
 from __future__ import annotations
@@ -38,18 +38,73 @@ def log(msg: str) -> None:
 
 
 # ----------------------------------------------------------------------------- data
+# Training windows are 4 s crops of the 8 s clips at offsets of SHIFT seconds: 0.32 s is a whole
+# number of units on every time axis (8 video frames = 8 Synchformer tokens, 20 mel frames,
+# 10 latent frames), so a crop of the clip's features is exactly what encoding the 4 s window
+# would give for Synchformer (its 16-frame windows start every 8 frames) and within 1/16 s for
+# CLIP (8 fps). Shifted crops are what make the base learn timing from the picture: with two
+# fixed halves per clip, a tiny network memorised each clip's audio from its (nearly static)
+# CLIP fingerprint and ignored the Synchformer tokens (held-out flow loss 2.5x the training
+# loss, unchanged when the sync tokens were swapped between clips).
+SHIFT = 0.32
+UNITS = {"sync": 8, "mel": 20, "latent": 10, "samples": 5120}
+SEG_LEN = {"clip": 32, "sync": 88, "mel": 250, "latent": 125, "samples": 64000}
+
+
 @dataclass
 class WorldData:
-    clips: list  # rendered clips (scene.Clip), one per source clip
-    seg_clip: list  # source clip index of each segment
-    seg_start: list  # start second of each segment in its clip
-    clip_f: torch.Tensor  # (S, 32, CLIP_EMBED)
-    sync_f: torch.Tensor  # (S, 88, SYNC_WIDTH)
-    mel: torch.Tensor  # (S, 80, 250)
-    wave: torch.Tensor  # (S, 64000)
+    """Whole clips (features, mel, wave over the clip's full duration) and the 4 s windows
+    (clip index, shift index) cut from them."""
+    clips: list  # rendered clips (scene.Clip, frames dropped after encoding)
+    clip_f: torch.Tensor  # (C, 8·duration, CLIP_EMBED)
+    sync_f: torch.Tensor  # (C, Synchformer tokens, SYNC_WIDTH)
+    mel: torch.Tensor  # (C, 80, 62.5·duration)
+    wave: torch.Tensor  # (C, 16000·duration)
+
+    @property
+    def shifts(self) -> int:
+        """Number of 4 s windows per clip: 13 for 8 s clips, 1 for 4 s clips."""
+        return int((self.clips[0].duration - SEG) / SHIFT + 1e-6) + 1
+
+    def windows(self) -> torch.Tensor:
+        """(C·shifts, 2) every (clip, shift) window."""
+        c, j = torch.meshgrid(torch.arange(len(self.clips)), torch.arange(self.shifts),
+                              indexing="ij")
+        return torch.stack([c.flatten(), j.flatten()], 1)
+
+    @staticmethod
+    def _crop(x: torch.Tensor, clip: torch.Tensor, start: torch.Tensor, length: int, dim: int):
+        """Gather x[clip[b]] along ``dim`` (1 = time for (C, T, D), 2 for (C, F, T)) from
+        start[b] for ``length``."""
+        ar = torch.arange(length)
+        idx = start[:, None] + ar[None]
+        xs = x[clip]
+        if dim == 1:
+            return torch.gather(xs, 1, idx[:, :, None].expand(-1, -1, xs.shape[2]))
+        return torch.gather(xs, 2, idx[:, None, :].expand(-1, xs.shape[1], -1))
+
+    def video(self, clip: torch.Tensor, shift: torch.Tensor):
+        """(clip_f (B, 32, D), sync_f (B, 88, D)) of the windows."""
+        c0 = torch.round(shift * SHIFT * 8).long()
+        return (self._crop(self.clip_f, clip, c0, SEG_LEN["clip"], 1),
+                self._crop(self.sync_f, clip, shift * UNITS["sync"], SEG_LEN["sync"], 1))
+
+    def mel_windows(self, clip: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        return self._crop(self.mel, clip, shift * UNITS["mel"], SEG_LEN["mel"], 2)
+
+    def wave_windows(self, clip: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        start = shift * UNITS["samples"]
+        return torch.stack([self.wave[c, s:s + SEG_LEN["samples"]]
+                            for c, s in zip(clip.tolist(), start.tolist())])
 
     def __len__(self):
-        return len(self.seg_clip)
+        return len(self.clips)
+
+    @classmethod
+    def concat(cls, parts: list) -> "WorldData":
+        return cls([c for p in parts for c in p.clips],
+                   *(torch.cat([getattr(p, k) for p in parts])
+                     for k in ("clip_f", "sync_f", "mel", "wave")))
 
 
 def features_model(clip=None, sync=None, tokenizer=None, network=None, vae=None, vocoder=None):
@@ -62,24 +117,22 @@ def features_model(clip=None, sync=None, tokenizer=None, network=None, vae=None,
 
 def build_data(model: MMAudioModel, seeds, duration: float, objects=None, p_silent=0.0,
                audible=None) -> WorldData:
-    clips, seg_clip, seg_start, cf, sf, mels, waves = [], [], [], [], [], [], []
-    n_seg = int(duration // SEG)
-    for i, seed in enumerate(seeds):
+    """Render and encode whole clips through the product path (frames_from_images ->
+    MMAudioModel.encode_video); the frames are dropped afterwards (10 MB a clip)."""
+    clips, cf, sf, mels, waves = [], [], [], [], []
+    for seed in seeds:
         c = render_clip(int(seed), objects, duration, audible=audible, p_silent=p_silent)
+        f = model.encode_video(frames_from_images(torch.from_numpy(c.frames), 25, start=0.0,
+                                                  duration=duration))
+        w = torch.from_numpy(c.audio)
+        c.frames = None
         clips.append(c)
-        frames = torch.from_numpy(c.frames)
-        for k in range(n_seg):
-            vc = frames_from_images(frames, 25, start=k * SEG, duration=SEG)
-            f = model.encode_video(vc)
-            w = torch.from_numpy(c.audio[int(k * SEG * SR): int((k + 1) * SEG * SR)])
-            cf.append(f.clip_f[0])
-            sf.append(f.sync_f[0])
-            waves.append(w)
-            mels.append(model.mel(w))
-            seg_clip.append(i)
-            seg_start.append(k * SEG)
-    return WorldData(clips, seg_clip, seg_start, torch.stack(cf), torch.stack(sf),
-                     torch.stack(mels), torch.stack(waves))
+        cf.append(f.clip_f[0])
+        sf.append(f.sync_f[0])
+        waves.append(w)
+        mels.append(model.mel(w))
+    return WorldData(clips, torch.stack(cf), torch.stack(sf), torch.stack(mels),
+                     torch.stack(waves))
 
 
 # ----------------------------------------------------------------------------- VAE
@@ -101,7 +154,7 @@ def _vae_forward(vae: VAE, params: dict, mel_n: torch.Tensor, gen: torch.Generat
 def band_weights(mel_n: torch.Tensor, strength: float) -> torch.Tensor:
     """(1, 80, 1) loss weights per mel band, larger where bands change within a clip.
 
-    Switched sounds (the lamp's buzz) live in a few of 80 bands: under a plain L1 the VAE saves
+    Switched sounds (the lamp's beep) live in a few of 80 bands: under a plain L1 the VAE saves
     more by smoothing the broad stationary bands than by tracking them. Weighting each band by its mean within-clip standard deviation (of the normalized
     mel) puts the loss where the events are; mean weight 1 keeps the loss scale."""
     spread = mel_n.std(dim=2).mean(dim=0)  # (80,)
@@ -110,7 +163,8 @@ def band_weights(mel_n: torch.Tensor, strength: float) -> torch.Tensor:
 
 
 def train_vae(mels: torch.Tensor, steps: int, batch: int = 16, lr: float = 3e-3,
-              seed: int = 0, band_weight: float = 3.0) -> VAE:
+              seed: int = 0, band_weight: float = 3.0, frames: int = SEG_LEN["mel"]) -> VAE:
+    """On random ``frames``-long crops of ``mels`` (N, 80, T >= frames)."""
     vae = M.build_vae()
     with torch.no_grad():
         vae.data_mean.copy_(mels.mean(dim=(0, 2), keepdim=True)[0:1])
@@ -123,7 +177,8 @@ def train_vae(mels: torch.Tensor, steps: int, batch: int = 16, lr: float = 3e-3,
     weight = band_weights(mel_n, band_weight)
     for step in range(steps):
         idx = torch.randint(len(mels), (batch,), generator=gen)
-        x = mel_n[idx]
+        start = torch.randint(0, mels.shape[-1] - frames + 1, (batch,), generator=gen)
+        x = WorldData._crop(mel_n, idx, start, frames, 2)
         rec, kl = _vae_forward(vae, {**named, "_mp": mp}, x, gen)
         loss = ((rec - x).abs() * weight).mean() + 1e-3 * kl
         opt.zero_grad()
@@ -143,28 +198,48 @@ def _stft_mag(x: torch.Tensor, n_fft: int) -> torch.Tensor:
     return spec.abs().clamp(min=1e-5)
 
 
+def _vocoder_batch(data: WorldData, batch: int, frames: int, subsets: float,
+                   gen: torch.Generator) -> torch.Tensor:
+    """(batch, frames·256) random crops of the clips' audio; with probability ``subsets`` a
+    crop sums a random subset of the clip's own tracks (possibly none: silence), so the vocoder
+    also sees single sounds and silence, which is what the chain's tracks are."""
+    hop = 256
+    start = torch.randint(0, data.mel.shape[-1] - frames, (batch,), generator=gen) * hop
+    out = []
+    for i, s in zip(torch.randint(len(data), (batch,), generator=gen).tolist(), start.tolist()):
+        c = data.clips[i]
+        if torch.rand(1, generator=gen).item() < subsets:
+            keep = [n for n in c.tracks if torch.rand(1, generator=gen).item() < 0.5]
+            wave = torch.from_numpy(sum((c.tracks[n] for n in keep), np.zeros_like(c.audio)))
+        else:
+            wave = data.wave[i]
+        out.append(wave[s:s + frames * hop])
+    return torch.stack(out).float()
+
+
 def train_vocoder(model: MMAudioModel, data: WorldData, steps: int, batch: int = 8,
-                  frames: int = 32, lr: float = 4e-3, seed: int = 0):
+                  frames: int = 32, lr: float = 5e-4, seed: int = 0, subsets: float = 0.5):
     """Regression-only training (log-mel L1 + multi-resolution log-STFT L1, no discriminator):
     the vocoder must put energy in the right bands at the right times, which is what the
-    detectors measure; it is not meant to sound natural."""
+    detectors measure; it is not meant to sound natural. Warm-up then cosine decay: at a
+    constant 1e-3 or more the snake network kept unlearning what it had (ball clicks
+    detected at step 400, gone at step 600)."""
     voc = M.build_vocoder().train()
-    opt = torch.optim.Adam(voc.parameters(), lr=lr, betas=(0.8, 0.99))
+    opt = torch.optim.AdamW(voc.parameters(), lr=lr, betas=(0.8, 0.99))
     gen = torch.Generator().manual_seed(seed)
-    hop = 256
     mel_conv = model.mel
     for step in range(steps):
-        idx = torch.randint(len(data), (batch,), generator=gen)
-        start = torch.randint(0, data.mel.shape[-1] - frames, (batch,), generator=gen)
-        mel = torch.stack([data.mel[i, :, s:s + frames] for i, s in zip(idx, start)])
-        wav = torch.stack([data.wave[i, s * hop:(s + frames) * hop] for i, s in zip(idx, start)])
+        wav = _vocoder_batch(data, batch, frames, subsets, gen)
+        mel = mel_conv(wav)
         out = voc(mel)[:, 0]
-        loss = F.l1_loss(mel_conv(out), mel_conv(wav))
+        loss = F.l1_loss(mel_conv(out), mel)
         for n_fft in (128, 256, 512, 1024):  # short windows place clicks, long ones the bands
             loss = loss + F.l1_loss(_stft_mag(out, n_fft).log(), _stft_mag(wav, n_fft).log()) * 0.25
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(voc.parameters(), 10.0)
+        for g in opt.param_groups:
+            g["lr"] = lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * step / steps))
         opt.step()
         if step % max(1, steps // 5) == 0 or step == steps - 1:
             log(f"vocoder step {step}: loss {loss.item():.4f}")
@@ -173,9 +248,15 @@ def train_vocoder(model: MMAudioModel, data: WorldData, steps: int, batch: int =
 
 # ----------------------------------------------------------------------------- base network
 def latents_of(vae: VAE, mels: torch.Tensor) -> torch.Tensor:
-    """(S, 80, 250) mel -> (S, 125, 20) posterior means."""
+    """(C, 80, T) mel -> (C, T/2, 20) posterior means (whole clips: windows are cropped from
+    them, see latent_windows)."""
     with torch.no_grad():
         return vae.encode(mels).mean.transpose(1, 2).contiguous()
+
+
+def latent_windows(latents: torch.Tensor, clip: torch.Tensor, shift: torch.Tensor):
+    """(B, 125, 20) 4 s windows of whole-clip latents (C, T, 20)."""
+    return WorldData._crop(latents, clip, shift * UNITS["latent"], SEG_LEN["latent"], 1)
 
 
 def caption_table(model: MMAudioModel, captions) -> dict:
@@ -230,6 +311,7 @@ def train_base(model: MMAudioModel, data: WorldData, latents: torch.Tensor, step
     net.latent_std.requires_grad_(False)
     net.empty_string_feat.requires_grad_(False)
     x1_all = net.normalize(latents)
+    windows = data.windows()
     texts = caption_table(model, all_captions())
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -237,16 +319,16 @@ def train_base(model: MMAudioModel, data: WorldData, latents: torch.Tensor, step
                             weight_decay=1e-4)
     warm = max(1, steps // 20)
     for step in range(steps):
-        idx = torch.randint(len(data), (batch,), generator=gen)
-        caps = [training_caption(data.clips[data.seg_clip[i]].audible, rng) for i in idx.tolist()]
+        clip, shift = windows[torch.randint(len(windows), (batch,), generator=gen)].T
+        caps = [training_caption(data.clips[i].audible, rng) for i in clip.tolist()]
         text = torch.stack([texts[c] for c in caps])
-        clip_f, sync_f = data.clip_f[idx], data.sync_f[idx]
+        clip_f, sync_f = data.video(clip, shift)
         drop_v = torch.rand(batch, generator=gen) < dropout
         drop_t = torch.rand(batch, generator=gen) < dropout
         clip_f = torch.where(drop_v[:, None, None], net.get_empty_clip_sequence(batch), clip_f)
         sync_f = torch.where(drop_v[:, None, None], net.get_empty_sync_sequence(batch), sync_f)
         text = torch.where(drop_t[:, None, None], net.get_empty_string_sequence(batch), text)
-        xt, t, target = flow_batch(x1_all[idx], gen)
+        xt, t, target = flow_batch(latent_windows(x1_all, clip, shift), gen)
         cond = net.preprocess_conditions(clip_f, sync_f, text)
         loss = F.mse_loss(net.predict_flow(xt, t, cond), target)
         optimizer_step(opt, net.parameters(), loss, lr, step, steps, warm)
@@ -256,46 +338,55 @@ def train_base(model: MMAudioModel, data: WorldData, latents: torch.Tensor, step
 
 
 # ----------------------------------------------------------------------------- ControlNet
-def condition_latents(model: MMAudioModel, data: WorldData) -> torch.Tensor:
-    """x_cond of every segment as inference builds it: the wave at the mix loudness (-20 LUFS),
-    mel -> VAE posterior mean -> network normalisation (MMAudioModel.encode_mix)."""
+def condition_windows(model: MMAudioModel, data: WorldData, latents: torch.Tensor,
+                      domain: str) -> torch.Tensor:
+    """(C, 2, 125, 20) x_cond of each clip's first and last 4 s window, built as the chain
+    builds it for the domain the evaluation measures: "wave" (the product path) the window's
+    audio at the mix loudness (-20 LUFS) -> MMAudioModel.encode_mix; "mel" the window's VAE
+    latent at its own level, normalised."""
+    clips = torch.arange(len(data))
     out = []
-    for w in data.wave:
-        mix = composite([Track(w[None], SR)], [0.0], TARGET_LUFS)
-        out.append(model.encode_mix(mix.wave, mix.sample_rate)[0])
-    return torch.stack(out)
+    for shift in (0, data.shifts - 1):
+        at = torch.full_like(clips, shift)
+        if domain == "mel":
+            out.append(latent_windows(model.network.normalize(latents), clips, at))
+            continue
+        conds = []
+        for w in data.wave_windows(clips, at):
+            mix = composite([Track(w[None], SR)], [0.0], TARGET_LUFS)
+            conds.append(model.encode_mix(mix.wave, mix.sample_rate)[0])
+        out.append(torch.stack(conds))
+    return torch.stack(out, 1)
 
 
 def train_controlnet(model: MMAudioModel, data: WorldData, latents: torch.Tensor,
-                     x_cond_all: torch.Tensor, steps: int, batch: int = 16, lr: float = 5e-4,
+                     x_cond_windows: torch.Tensor, steps: int, batch: int = 16, lr: float = 5e-4,
                      seed: int = 0, num_blocks: int = 2) -> NAGControlNet:
     """The paper's objective on adjacent segments: u_ctrl(x_t, t, V_k, ∅, x_cond = segment of
     the neighbour) regresses the flow to segment k's audio. Minimal stand-in for
-    ``python -m nag_core.train`` (same objective, same ControlNet module)."""
+    ``python -m nag_core.train`` (same objective, same ControlNet module).
+
+    The segments of an 8 s clip are its first and last 4 s windows (shifts 0 and 12, which
+    overlap by 0.16 s); ``x_cond_windows`` is :func:`condition_windows`."""
     net = model.network
     cn = NAGControlNet.from_base(net, ControlNetConfig(num_blocks=num_blocks))
     cn.train()
-    pairs = []
-    by_clip: dict = {}
-    for s, c in enumerate(data.seg_clip):
-        by_clip.setdefault(c, []).append(s)
-    for segs in by_clip.values():
-        for a, b in zip(segs, segs[1:]):
-            pairs += [(a, b), (b, a)]
-    pairs = torch.tensor(pairs)
+    last = data.shifts - 1
+    if last < 1:
+        raise ValueError("ControlNet training needs clips longer than one 4 s window")
+    pairs = torch.tensor([(c, a, b) for c in range(len(data)) for a, b in ((0, last), (last, 0))])
     x1_all = net.normalize(latents)
     empty_text = net.get_empty_string_sequence(1)
     opt = torch.optim.AdamW(cn.parameters(), lr=lr, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(seed)
     warm = max(1, steps // 20)
     for step in range(steps):
-        pick = pairs[torch.randint(len(pairs), (batch,), generator=gen)]
-        tgt, cnd = pick[:, 0], pick[:, 1]
+        clip, tgt, cnd = pairs[torch.randint(len(pairs), (batch,), generator=gen)].T
         with torch.no_grad():
-            cond = net.preprocess_conditions(data.clip_f[tgt], data.sync_f[tgt],
+            cond = net.preprocess_conditions(*data.video(clip, tgt),
                                              empty_text.expand(batch, -1, -1))
-        xt, t, target = flow_batch(x1_all[tgt], gen)
-        u = controlnet_flow(net, cn, xt, t, cond, x_cond_all[cnd])
+        xt, t, target = flow_batch(latent_windows(x1_all, clip, tgt), gen)
+        u = controlnet_flow(net, cn, xt, t, cond, x_cond_windows[clip, (cnd > 0).long()])
         loss = F.mse_loss(u, target)
         optimizer_step(opt, cn.parameters(), loss, lr, step, steps, warm)
         if step % max(1, steps // 10) == 0 or step == steps - 1:
