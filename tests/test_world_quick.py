@@ -22,8 +22,11 @@ def test_quick_world_run(tmp_path):
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "(c) NAG β=1.5" in proc.stdout and "(a) independent CFG" in proc.stdout
+    assert 'Step 1 "ball bounces" (CFG), step 2 "lamp beeps"' in proc.stdout  # the order
     result = json.loads((tmp_path / "results.json").read_text())
-    assert {"step1", "independent", "negative_prompt", "nag_b1.5"} <= set(result["summary"])
+    assert set(result["summary"]) == {"ball_then_lamp", "lamp_then_ball"}
+    for order in result["summary"].values():
+        assert {"step1", "independent", "negative_prompt", "nag_b1.5"} <= set(order)
     models = tmp_path / "models"
     for name in ("mmaudio_small_16k.pth", "v1-16.pth", "best_netG.pt",
                  "synchformer_state_dict.pth", "nag_controlnet_world.safetensors"):

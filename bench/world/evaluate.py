@@ -24,12 +24,16 @@ from nag_core.generation import sample_cfg, sample_nag
 from nag_core.guidance import negative_prompt_text
 from nag_core.mix import TARGET_LUFS, Track, composite
 from nag_core.world.detectors import aa_similarity, log_mel, signature_report
+from nag_core.world.scene import CAPTIONS
 
 from . import models as M
 from . import parallel as P
 from . import train as T
 
-STEP1, STEP2 = "ball bounces", "lamp beeps"
+# The chain's two steps: (step-1 object, step-2 object). The issue's order comes first; the
+# reverse order is also measured because in this world the picture-dominant sound is the lamp's
+# (a continuous beep), so that is the sound that leaks into later steps.
+ORDERS = {"ball_then_lamp": ("ball", "lamp"), "lamp_then_ball": ("lamp", "ball")}
 CONTROLNET_FILE = "nag_controlnet_world.safetensors"
 
 
@@ -179,12 +183,13 @@ def _condition(model, tracks: list, domain: str) -> torch.Tensor:
 
 
 def generate_chain(model, controlnet, data, s: Settings, seed: int = 1000,
-                   domain: str = "mel") -> dict:
-    """Tracks (waves) per method for every eval video: step 1 CFG, step 2 by each method."""
+                   domain: str = "mel", order: str = "ball_then_lamp") -> dict:
+    """Tracks per method for every eval video: step 1 CFG, step 2 by each method."""
     net = model.network
     b = len(data)
-    text1 = model.encode_text([STEP1]).expand(b, -1, -1)
-    text2 = model.encode_text([STEP2]).expand(b, -1, -1)
+    first, second = (CAPTIONS[o] for o in ORDERS[order])
+    text1 = model.encode_text([first]).expand(b, -1, -1)
+    text2 = model.encode_text([second]).expand(b, -1, -1)
     cond1 = net.preprocess_conditions(data.clip_f, data.sync_f, text1)
     cond2 = net.preprocess_conditions(data.clip_f, data.sync_f, text2)
     empty = net.get_empty_conditions(b)
@@ -196,7 +201,7 @@ def generate_chain(model, controlnet, data, s: Settings, seed: int = 1000,
     with torch.no_grad():
         out["independent"] = _decode(model, sample_cfg(net, cond2, empty, x0, s.euler_steps,
                                                        s.alpha), domain)
-        neg = model.encode_text([negative_prompt_text((STEP1,))])
+        neg = model.encode_text([negative_prompt_text((first,))])
         neg_empty = net.get_empty_conditions(b, negative_text_features=neg)
         out["negative_prompt"] = _decode(model, sample_cfg(net, cond2, neg_empty, x0,
                                                            s.euler_steps, s.alpha), domain)
@@ -210,11 +215,13 @@ def generate_chain(model, controlnet, data, s: Settings, seed: int = 1000,
     return out
 
 
-def reference_tracks(model, data, domain: str = "mel") -> dict:
-    """Ceilings and floors for the detectors: the true tracks of the eval videos as they come out
-    of the product decode path (wave -> mel -> VAE mean -> VAE decode -> vocoder)."""
+def reference_tracks(model, data, domain: str = "mel", order: str = "ball_then_lamp") -> dict:
+    """Ceilings and floors for the detectors: the true step-2 object's track and the true mix
+    of the eval videos as they come out of the decode path (wave -> mel -> VAE mean -> VAE
+    decode [-> vocoder])."""
+    ask = ORDERS[order][1]
     out = {}
-    for name, pick in (("ref_lamp_track", lambda c: c.tracks["lamp"]),
+    for name, pick in (("ref_step2_track", lambda c: c.tracks[ask]),
                        ("ref_ball_lamp_mix", lambda c: c.audio)):
         waves = torch.stack([torch.from_numpy(pick(data.clips[i]))
                              for i in range(len(data))])
@@ -225,18 +232,22 @@ def reference_tracks(model, data, domain: str = "mel") -> dict:
 
 
 # ----------------------------------------------------------------------------- metrics
-METRICS = {  # name: (column title, better)
-    "leak_sync": ("ball-click leakage: click contrast at contacts in track 2 (dB)", "lower"),
-    "leak_rate": ("ball detected in track 2 (rate)", "lower"),
-    "leak_share": ("ball-band share of track 2 (dB)", "lower"),
-    "lamp_sync": ("lamp fidelity: lamp-band lit/dark contrast in track 2 (dB)", "higher"),
-    "lamp_rate": ("lamp detected in track 2 (rate)", "higher"),
+METRICS = {  # name: (column title with {leak}/{ask} = the step-1/step-2 object, better)
+    "leak_sync": ("{leak} leakage: {leak} contrast at its events in track 2 (dB)", "lower"),
+    "leak_rate": ("{leak} detected in track 2 (rate)", "lower"),
+    "leak_share": ("{leak}-band share of track 2 (dB)", "lower"),
+    "ask_sync": ("{ask} fidelity: {ask} contrast at its events in track 2 (dB)", "higher"),
+    "ask_rate": ("{ask} detected in track 2 (rate)", "higher"),
     "aa": ("A-A similarity track 1 vs track 2 (cosine)", "lower"),
 }
 
 
-def measure(tracks: dict, data) -> dict:
-    """Per-video metric arrays for every method's step-2 track."""
+def measure(tracks: dict, data, order: str = "ball_then_lamp") -> dict:
+    """Per-video metric arrays for every method's step-2 track. Event contrast: the ball's
+    click band within 50 ms after its contacts over away from them; the lamp's band lit over
+    dark (nag_core.world.detectors)."""
+    leak, ask = ORDERS[order]
+
     def as_mel(x):  # tracks are log-mels (80, T) or waveforms (samples,)
         return x if x.ndim == 2 else log_mel(x)
 
@@ -245,12 +256,11 @@ def measure(tracks: dict, data) -> dict:
     for method, waves in tracks.items():
         rows = []
         for i, w in enumerate(waves):
-            clip = data.clips[i]
             mel = as_mel(w)
-            r = signature_report(mel, clip)
-            rows.append({"leak_sync": r["ball_sync"], "leak_rate": float(r["ball_present"]),
-                         "leak_share": r["share_ball"], "lamp_sync": r["lamp_sync"],
-                         "lamp_rate": float(r["lamp_present"]),
+            r = signature_report(mel, data.clips[i])
+            rows.append({"leak_sync": r[f"{leak}_sync"], "leak_rate": float(r[f"{leak}_present"]),
+                         "leak_share": r[f"share_{leak}"], "ask_sync": r[f"{ask}_sync"],
+                         "ask_rate": float(r[f"{ask}_present"]),
                          "aa": aa_similarity(mels1[i], mel)})
         res[method] = {k: np.array([row[k] for row in rows]) for k in METRICS}
     return res
@@ -265,19 +275,24 @@ def bootstrap_ci(x: np.ndarray, n: int, seed: int = 0) -> tuple[float, float, fl
     return float(x.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def table(res: dict, s: Settings) -> tuple[str, dict]:
+def table(res: dict, s: Settings, order: str = "ball_then_lamp") -> tuple[str, dict]:
+    leak, ask = ORDERS[order]
+    first, second = (CAPTIONS[o] for o in ORDERS[order])
     refs = [m for m in res if m.startswith("ref_")]
     methods = [m for m in res if m != "step1" and m not in refs]
-    names = {"independent": "(a) independent CFG", "negative_prompt": "(b) negative prompt",
-             "ref_lamp_track": "reference: true lamp track through the decode path",
+    names = {"independent": "(a) independent CFG (= NAG β=0)",
+             "negative_prompt": "(b) negative prompt",
+             "ref_step2_track": f"reference: true {ask} track through the decode path",
              "ref_ball_lamp_mix": "reference: true ball+lamp mix through the decode path"}
-    lines = ["| method | " + " | ".join(METRICS[k][0] + (" ↓" if METRICS[k][1] == "lower" else " ↑")
-                                       for k in METRICS) + " |",
+    lines = [f"Step 1 \"{first}\" (CFG), step 2 \"{second}\":", "",
+             "| method | " + " | ".join(
+                 METRICS[k][0].format(leak=leak, ask=ask)
+                 + (" ↓" if METRICS[k][1] == "lower" else " ↑") for k in METRICS) + " |",
              "|---" * (len(METRICS) + 1) + "|"]
     summary = {}
     for m in refs + ["step1"] + methods:
         title = names.get(m, m.replace("nag_b", "(c) NAG β=") if m != "step1"
-                          else "step 1 track itself (CFG, \"ball bounces\")")
+                          else f"step 1 track itself (CFG, \"{first}\")")
         cells = []
         summary[m] = {}
         for k in METRICS:
@@ -286,13 +301,13 @@ def table(res: dict, s: Settings) -> tuple[str, dict]:
             cells.append(f"{mean:.2f} [{lo:.2f}, {hi:.2f}]")
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
     diffs = ["", "Paired differences vs (a) independent CFG (mean [95% bootstrap CI]):", "",
-             "| method | Δ leakage contrast (dB) | Δ ball-band share (dB) | Δ lamp contrast (dB) |"
-             " Δ A-A |", "|---|---|---|---|---|"]
+             f"| method | Δ {leak} leakage contrast (dB) | Δ {leak}-band share (dB) | "
+             f"Δ {ask} contrast (dB) | Δ A-A |", "|---|---|---|---|---|"]
     for m in methods:
         if m == "independent":
             continue
         cells = []
-        for k in ("leak_sync", "leak_share", "lamp_sync", "aa"):
+        for k in ("leak_sync", "leak_share", "ask_sync", "aa"):
             d = res[m][k] - res["independent"][k]
             mean, lo, hi = bootstrap_ci(d, s.bootstrap, seed=1)
             summary[m][f"diff_{k}"] = (mean, lo, hi)
@@ -359,20 +374,30 @@ def run(out: Path, s: Settings, threads: int = 1, trainer: str = "builtin",
     # evaluate what was written, through the product loaders
     model, cn = load_model_set(out / "models")
     t = time.time()
-    tracks = generate_chain(model, cn, evald, s, domain=domain)
-    tracks.update(reference_tracks(model, evald, domain))
-    res = measure(tracks, evald)
+    text, summary, per_video = evaluate_orders(model, cn, evald, s, domain)
     timings["evaluate"] = time.time() - t
-    text, summary = table(res, s)
     timings["total"] = time.time() - t0
-    print("\n" + text + "\n")
     print("timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
     (out / "results.json").write_text(json.dumps(
-        {"settings": s.__dict__, "timings": timings, "summary": summary,
-         "per_video": {m: {k: v.tolist() for k, v in r.items()} for m, r in res.items()}},
+        {"settings": s.__dict__, "domain": domain, "controlnet_trainer": trainer,
+         "timings": timings, "summary": summary, "per_video": per_video},
         indent=1, default=str))
     (out / "table.md").write_text(text + "\n")
     return {"summary": summary, "timings": timings, "table": text}
+
+
+def evaluate_orders(model, cn, evald, s: Settings, domain: str):
+    """Both chain orders: (table text, summary, per-video values), keyed by order."""
+    texts, summary, per_video = [], {}, {}
+    for order in ORDERS:
+        tracks = generate_chain(model, cn, evald, s, domain=domain, order=order)
+        tracks.update(reference_tracks(model, evald, domain, order))
+        res = measure(tracks, evald, order)
+        text, summary[order] = table(res, s, order)
+        per_video[order] = {m: {k: v.tolist() for k, v in r.items()} for m, r in res.items()}
+        print("\n" + text + "\n", flush=True)
+        texts.append(text)
+    return "\n\n".join(texts), summary, per_video
 
 
 def evaluate_models(folder: Path, s: Settings, out: Path, threads: int = 1,
@@ -382,10 +407,7 @@ def evaluate_models(folder: Path, s: Settings, out: Path, threads: int = 1,
     model, cn = load_model_set(folder)
     evald = T.build_data(model, range(10_000, 10_000 + s.eval_clips), M.DURATION,
                          objects=("ball", "lamp"))
-    tracks = generate_chain(model, cn, evald, s, domain=domain)
-    tracks.update(reference_tracks(model, evald, domain))
-    text, summary = table(measure(tracks, evald), s)
-    print("\n" + text + "\n")
+    text, summary, _ = evaluate_orders(model, cn, evald, s, domain)
     out.mkdir(parents=True, exist_ok=True)
     (out / "table_eval_only.md").write_text(text + "\n")
     return {"summary": summary, "table": text}
