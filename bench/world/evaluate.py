@@ -45,8 +45,8 @@ class Settings:
     eval_clips: int = 50
     vae_steps: int = 1200
     vocoder_steps: int = 1500
-    base_steps: int = 4000
-    controlnet_steps: int = 500
+    base_steps: int = 3000
+    controlnet_steps: int = 800
     euler_steps: int = 12
     alpha: float = 4.5
     betas: tuple = (1.0, 1.5, 2.0)
