@@ -54,18 +54,26 @@ def demo_frames(seconds: float = 8.0, fps: int = 25, size: int = 128) -> torch.T
 
 def write_demo_video(path, seconds: float = 8.0, fps: int = 25, size: int = 128) -> Path:
     """Encode :func:`demo_frames` to ``path`` (H.264 in MP4, no audio; written atomically)."""
+    return write_video(path, demo_frames(seconds, fps, size).numpy(), fps)
+
+
+def write_video(path, frames, fps: int, crf: Optional[int] = None) -> Path:
+    """Encode (T, H, W, 3) uint8 ``frames`` (even H and W) to ``path``: H.264 in MP4 (MPEG-4
+    part 2 where libx264 is missing), no audio, written atomically. ``crf``: x264 quality
+    (lower is closer to the frames; default x264's own)."""
     import av
 
     from .media._files import written_atomically
 
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    frames = demo_frames(seconds, fps, size).numpy()
+    x264 = _has_encoder("libx264")
     with written_atomically(out) as tmp:
         with av.open(str(tmp), "w") as container:
-            stream = container.add_stream("libx264" if _has_encoder("libx264") else "mpeg4",
-                                          rate=fps)
-            stream.width = stream.height = size
+            options = {"crf": str(crf)} if (crf is not None and x264) else {}
+            stream = container.add_stream("libx264" if x264 else "mpeg4", rate=fps,
+                                          options=options)
+            stream.height, stream.width = frames.shape[1], frames.shape[2]
             stream.pix_fmt = "yuv420p"
             for image in frames:
                 frame = av.VideoFrame.from_ndarray(image, format="rgb24")
@@ -90,21 +98,34 @@ SMOKE_NOTE = ("SMOKE-TEST WEIGHTS: no real MMAudio weights were found, so this d
               "RANDOM weights; the audio is NOISE. It only shows that everything works. For real "
               "sound, download the weights (`python -m nag_core download --variant small_16k`) "
               "and run the demo again.")
+WORLD_NOTE = ("WORLD MODELS: no real MMAudio weights were found, so this demo ran the tiny models "
+              "trained on the synthetic Foley world (shipped with the pack, a few MB) on a world "
+              "video of a bouncing ball and a blinking lamp: 'ball bounces', then 'lamp beeps' "
+              "with NAG. They know only the world's four sounds. For real videos, download the "
+              "weights (`python -m nag_core download --variant small_16k`).")
+WORLD_PROMPTS = ("ball bounces", "lamp beeps")
+WORLD_SEED = 10_003  # a world video the models never saw in training (those are seeds < 10000)
 NO_CONTROLNET_NOTE = ("Real weights, no NAG ControlNet: steps 2 and 3 used the negative-prompt "
                       "baseline (earlier prompts as CFG's negative text), not NAG.")
 
 
-def pick_demo_models(models_dir=None, variant: str = "small_16k") -> tuple[Path, bool]:
-    """(models folder, is_smoke): the resolved folder when it holds complete weights already,
-    else the smoke-test set in the user cache (written on first use)."""
+def pick_demo_models(models_dir=None, variant: str = "small_16k") -> tuple[Path, str]:
+    """(models folder, kind): kind "real" when the resolved folder holds complete weights
+    already, else "world" (the trained world set shipped in the package), else "smoke" (the
+    random smoke-test set in the user cache, written on first use)."""
     from .download import cache_dir, resolve_models_dir
     from .smoke import MARKER, write_smoke_models
     from .weights import find_model_files
+    from .world.assets import world_models_dir
 
     root = resolve_models_dir(models_dir)
     try:
         find_model_files(root, variant)
-        return root, (root / MARKER).exists()
+        return root, ("smoke" if (root / MARKER).exists() else "real")
+    except WeightsError:
+        pass
+    try:
+        return world_models_dir(), "world"
     except WeightsError:
         pass
     smoke = cache_dir() / "smoke-models"
@@ -112,7 +133,7 @@ def pick_demo_models(models_dir=None, variant: str = "small_16k") -> tuple[Path,
         find_model_files(smoke, "small_16k")
     except WeightsError:
         write_smoke_models(smoke)
-    return smoke, True
+    return smoke, "smoke"
 
 
 def run_demo(out_dir=None, *, models_dir=None, variant: str = "small_16k", seconds: float = 8.0,
@@ -124,7 +145,10 @@ def run_demo(out_dir=None, *, models_dir=None, variant: str = "small_16k", secon
 
     out = Path(out_dir or "nag_foley_demo")
     out.mkdir(parents=True, exist_ok=True)
-    root, smoke = pick_demo_models(models_dir, variant)
+    root, kind = pick_demo_models(models_dir, variant)
+    if kind == "world":
+        return _run_world_demo(out, root, steps, device, progress, log)
+    smoke = kind == "smoke"
     if smoke:
         variant = "small_16k"
     notes = [SMOKE_NOTE] if smoke else [NO_CONTROLNET_NOTE]
@@ -137,4 +161,30 @@ def run_demo(out_dir=None, *, models_dir=None, variant: str = "small_16k", secon
                        offline=True, progress=progress, notes=notes, smoke=smoke, log=log)
     for note in notes:
         log(note)
+    return record
+
+
+def write_world_video(path, seed: int = WORLD_SEED) -> tuple[Path, object]:
+    """A 4 s world video (ball + lamp, 64x64 px, 25 fps; near-lossless H.264 so that the picture
+    the models see is the one they were trained on). Returns (path, the rendered scene.Clip)."""
+    from .world.assets import WORLD_DURATION
+    from .world.scene import FPS, render_clip
+
+    clip = render_clip(seed, ("ball", "lamp"), WORLD_DURATION)
+    frames = (clip.frames * 255).round().clip(0, 255).astype("uint8")
+    return write_video(path, frames, FPS, crf=4), clip
+
+
+def _run_world_demo(out: Path, root: Path, steps, device, progress, log) -> dict:
+    from .chain import run_chain
+    from .world.assets import CONTROLNET_FILE, WORLD_DURATION
+
+    log(WORLD_NOTE)
+    video, _ = write_world_video(out / DEMO_NAME)
+    log(f"demo video: {video}")
+    record = run_chain(video, list(WORLD_PROMPTS), out, models_dir=root,
+                       controlnet=root / CONTROLNET_FILE, method="nag", steps=steps or 12,
+                       seed=1, duration=WORLD_DURATION, device=device, offline=True,
+                       progress=progress, notes=[WORLD_NOTE], smoke=False, log=log)
+    log(WORLD_NOTE)
     return record

@@ -179,7 +179,10 @@ def test_smoke_models_refuses_real_weights(tmp_path, capsys):
 
 
 def test_demo_says_it_used_smoke_weights(tmp_path, monkeypatch, capsys):
-    """`python -m nag_core demo` with no weights anywhere (shortened to 1 s, 1 Euler step)."""
+    """`python -m nag_core demo` with no weights anywhere, not even the shipped world set
+    (shortened to 1 s, 1 Euler step)."""
+    import nag_core.world.assets as world_assets
+    monkeypatch.setattr(world_assets, "WORLD_DIR", tmp_path / "no-world-set")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("NAGFOLEY_MODELS_DIR", str(tmp_path / "no-weights-here"))
     monkeypatch.chdir(tmp_path)

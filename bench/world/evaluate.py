@@ -88,24 +88,40 @@ def write_model_set(folder: Path, model, controlnet=None) -> None:
 
 
 def ship_model_set(src: Path, dst: Path | None = None) -> Path:
-    """Copy a trained model set into the package (nag_core/assets/world), the network as float16
-    (load_network upcasts to float32) to keep the shipped files small."""
+    """Copy a trained model set into the package (nag_core/assets/world) with every float32
+    tensor stored as float16 (the loaders cast to the model's dtype; the set stays well under
+    10 MB). Evaluate the shipped folder (``--eval-only``): that is what users get."""
     import shutil
 
-    from nag_core.mmaudio.network_loading import load_network, save_network_checkpoint
-    from nag_core.weights import NETWORK_FILES
     from nag_core.world.assets import WORLD_DIR
 
     dst = Path(dst or WORLD_DIR)
     if dst.exists():
         shutil.rmtree(dst)
     shutil.copytree(src, dst)
-    rel = NETWORK_FILES["small_16k"].relpath
-    net, _ = load_network(src / rel)
-    save_network_checkpoint(net.half(), dst / rel, stale_keys=False)
+    for path in sorted(dst.rglob("*")):
+        if path.suffix in (".pth", ".pt", ".bin", ".safetensors"):
+            _halve_file(path)
     total = sum(p.stat().st_size for p in dst.rglob("*") if p.is_file())
     print(f"shipped the world model set to {dst} ({total / 1e6:.1f} MB)")
     return dst
+
+
+def _halve_file(path: Path) -> None:
+    from nag_core.checkpoint import read_checkpoint, write_safetensors, write_torch
+
+    def half(x):
+        if isinstance(x, torch.Tensor):
+            return x.half() if x.dtype == torch.float32 else x
+        if isinstance(x, dict):
+            return {k: half(v) for k, v in x.items()}
+        return x
+
+    obj, meta = read_checkpoint(path)
+    if path.suffix == ".safetensors":
+        write_safetensors(half(obj), path, metadata=meta)
+    else:
+        write_torch(half(obj), path)
 
 
 def load_model_set(folder: Path):
@@ -318,8 +334,8 @@ def table(res: dict, s: Settings, order: str = "ball_then_lamp") -> tuple[str, d
 
 
 # ----------------------------------------------------------------------------- main
-def _train_vocoder_state(fm, train, steps: int) -> dict:
-    return T.train_vocoder(fm, train, steps).state_dict()
+def _train_vocoder_state(fm, train, steps: int, vae) -> dict:
+    return T.train_vocoder(fm, train, steps, vae=vae).state_dict()
 
 
 def run(out: Path, s: Settings, threads: int = 1, trainer: str = "builtin",
@@ -345,14 +361,15 @@ def run(out: Path, s: Settings, threads: int = 1, trainer: str = "builtin",
                          objects=("ball", "lamp"))
     train = T.WorldData.concat([first, other.result()])
     timings["data"] = time.time() - t0
-    # the vocoder depends on nothing else: trained in the other process meanwhile
-    t = time.time()
-    vocoder_job = P.run(_train_vocoder_state, fm, train, s.vocoder_steps, parallel=jobs > 1,
-                        name="vocoder")
-    timings["vocoder"] = time.time() - t  # its own time when jobs is 1
     t = time.time()
     vae = T.train_vae(train.mel, s.vae_steps)
     timings["vae"] = time.time() - t
+    # the vocoder (on the VAE's mels) and the flow network need only the VAE: the vocoder is
+    # trained in the other process meanwhile
+    t = time.time()
+    vocoder_job = P.run(_train_vocoder_state, fm, train, s.vocoder_steps, vae,
+                        parallel=jobs > 1, name="vocoder")
+    timings["vocoder"] = time.time() - t  # its own time when jobs is 1
     model = T.features_model(clip=fm.clip, sync=fm.synchformer, tokenizer=tok, vae=vae)
     t = time.time()
     latents = T.latents_of(vae, train.mel)

@@ -219,22 +219,34 @@ def _vocoder_batch(data: WorldData, batch: int, frames: int, subsets: float,
 
 
 def train_vocoder(model: MMAudioModel, data: WorldData, steps: int, batch: int = 8,
-                  frames: int = 32, lr: float = 1e-4, seed: int = 0, subsets: float = 0.5):
+                  frames: int = 32, lr: float = 1e-4, seed: int = 0, subsets: float = 0.5,
+                  vae: VAE | None = None, context: int = 16):
     """Regression-only training (log-mel L1 + multi-resolution STFT loss: log-magnitude L1 and
     spectral convergence; no discriminator):
     the vocoder must put energy in the right bands at the right times, which is what the
     detectors measure; it is not meant to sound natural. lr 1e-4 (BigVGAN's own), warm-up
     then cosine decay: at 5e-4 and above the snake network kept unlearning what it had (the
-    lamp detected at step 125 and gone at step 250; at 1e-4 both signatures stay)."""
+    lamp detected at step 125 and gone at step 250; at 1e-4 both signatures stay).
+
+    With ``vae`` the vocoder hears mels as the chain makes them: each crop's mel goes through
+    the VAE (posterior mean, decoded) with ``context`` frames either side, and must still give
+    the true waveform. Trained on true mels only, it turned the VAE's soft floor into a steady
+    hiss in the ball's band (-24 dB of every track)."""
     voc = M.build_vocoder().train()
     opt = torch.optim.AdamW(voc.parameters(), lr=lr, betas=(0.8, 0.99))
     gen = torch.Generator().manual_seed(seed)
     mel_conv = model.mel
+    hop = 256
+    ctx = context if vae is not None else 0
     for step in range(steps):
-        wav = _vocoder_batch(data, batch, frames, subsets, gen)
+        wav = _vocoder_batch(data, batch, frames + 2 * ctx, subsets, gen)
         mel = mel_conv(wav)
+        if vae is not None:
+            with torch.no_grad():
+                mel = vae.decode(vae.encode(mel).mean)[..., ctx:ctx + frames]
+            wav = wav[:, ctx * hop:(ctx + frames) * hop]
         out = voc(mel)[:, 0]
-        loss = F.l1_loss(mel_conv(out), mel)
+        loss = F.l1_loss(mel_conv(out), mel_conv(wav))
         for n_fft in (128, 256, 512, 1024):  # short windows place clicks, long ones the bands
             mag_out, mag_ref = _stft_mag(out, n_fft), _stft_mag(wav, n_fft)
             # log-magnitude L1 plus spectral convergence: the log term treats every bin alike,
