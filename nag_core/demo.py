@@ -104,7 +104,10 @@ WORLD_NOTE = ("WORLD MODELS: no real MMAudio weights were found, so this demo ra
               "with NAG. They know only the world's four sounds. For real videos, download the "
               "weights (`python -m nag_core download --variant small_16k`).")
 WORLD_PROMPTS = ("ball bounces", "lamp beeps")
-WORLD_SEED = 10_003  # a world video the models never saw in training (those are seeds < 10000)
+# A world video the models never saw in training (those are seeds < 10000), chosen among the
+# evaluation videos as one where the lamp track clearly beeps (lamp contrast 18.9 dB); across 16
+# unseen videos the lamp is detected in 10 (tests/test_world_assets.py checks a majority).
+WORLD_SEED = 10_007
 NO_CONTROLNET_NOTE = ("Real weights, no NAG ControlNet: steps 2 and 3 used the negative-prompt "
                       "baseline (earlier prompts as CFG's negative text), not NAG.")
 

@@ -28,18 +28,26 @@ def test_shipped_set_is_small_and_loads(world):
     assert controlnet.config.base_depth == model.network.config.depth
 
 
-def test_demo_chain_passes_signature_detectors(world):
+def test_lamp_track_follows_the_lamp_in_most_unseen_videos(world):
+    """The product pipeline (FoleySession) on 8 unseen world videos: step 1 "ball bounces",
+    step 2 "lamp beeps" with NAG. The tiny model is not perfect (at release: detected in 6 of
+    8, mean lamp contrast 10 dB), so a majority is asked, not every video."""
+    import numpy as np
+
     from nag_core.pipeline import FoleySession
     from nag_core.world.assets import world_video
     from nag_core.world.detectors import log_mel, signature_report
 
     model, controlnet = world
-    clip, video = world_video(10_003)
-    session = FoleySession(model, video, controlnet=controlnet)
-    session.add_step("ball bounces", seed=1, steps=12)
-    session.add_step("lamp beeps", seed=2, steps=12, method="nag", beta=1.5)
-    lamp = signature_report(log_mel(session.tracks[1].numpy()), clip)
-    assert lamp["lamp_present"], lamp
+    contrast = []
+    for seed in range(10_000, 10_008):
+        clip, video = world_video(seed)
+        session = FoleySession(model, video, controlnet=controlnet)
+        session.add_step("ball bounces", seed=1, steps=12)
+        session.add_step("lamp beeps", seed=2, steps=12, method="nag", beta=1.5)
+        contrast.append(signature_report(log_mel(session.tracks[1].numpy()), clip)["lamp_sync"])
+    contrast = np.array(contrast)
+    assert (contrast > 6.0).sum() >= 5 and contrast.mean() > 6.0, contrast
 
 
 def test_main_job_demo_runs_the_world_chain(tmp_path, monkeypatch, capsys):

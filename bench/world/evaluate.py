@@ -44,7 +44,7 @@ class Settings:
     train_clips: int = 240
     eval_clips: int = 50
     vae_steps: int = 1200
-    vocoder_steps: int = 1500
+    vocoder_steps: int = 1000
     base_steps: int = 3000
     controlnet_steps: int = 800
     euler_steps: int = 12
