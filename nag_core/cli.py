@@ -106,16 +106,18 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(r, variant=False)
     _run_args(r)
 
-    d = sub.add_parser("demo", help="synthesise a demo video and run a 3-step chain on it",
-                       description="Writes nag_foley_demo.mp4 (a bouncing ball and a blinking "
-                       "lamp) and runs 'a ball bounces' / 'a lamp beeps' / 'rain falls'. Uses "
-                       "real weights only if already downloaded; otherwise tiny random "
-                       "smoke-test weights (the audio is noise, and it says so).")
+    d = sub.add_parser("demo", help="synthesise a demo video and run a Foley chain on it",
+                       description="With real weights already downloaded: writes "
+                       "nag_foley_demo.mp4 (a bouncing ball and a blinking lamp) and runs 'a ball "
+                       "bounces' / 'a lamp beeps' / 'rain falls'. Without them: the tiny models "
+                       "trained on the synthetic world (shipped with the pack) on a 4 s world "
+                       "video, 'ball bounces' then 'lamp beeps' with NAG. Never downloads.")
     d.add_argument("--out", default="nag_foley_demo", metavar="DIR",
                    help="output folder (default ./nag_foley_demo)")
-    d.add_argument("--seconds", type=float, default=8.0, help="demo length (default 8)")
+    d.add_argument("--seconds", type=float, default=8.0,
+                   help="demo length with real weights (default 8; the world demo is 4 s)")
     d.add_argument("--steps", type=int, default=None,
-                   help="Euler steps (default 25 with real weights, 10 with smoke weights)")
+                   help="Euler steps (default 25 with real weights, 12 with the world models)")
     d.add_argument("--video-only", action="store_true",
                    help="only write the demo video (nag_foley_demo.mp4, e.g. for the ComfyUI "
                         "workflows) and stop")
