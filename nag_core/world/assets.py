@@ -1,7 +1,8 @@
 """The trained world model set shipped with the pack (``nag_core/assets/world``): tiny MMAudio
 parts in the real file names and layouts plus a NAG ControlNet, trained from scratch on the
-synthetic world by ``python -m bench.world.evaluate --ship``. They only know the world's sounds;
-they let the demo run a real (not random-weight) chain without downloads."""
+synthetic world (``python -m bench.world.evaluate --ship``; how the shipped set was made is in
+its WORLD_MODELS.txt). They only know the world's sounds; they let the demo run a real (not
+random-weight) chain without downloads."""
 
 from __future__ import annotations
 
