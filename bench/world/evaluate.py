@@ -24,7 +24,6 @@ import torch
 from nag_core.controlnet import load_controlnet, save_controlnet
 from nag_core.generation import sample_cfg, sample_nag
 from nag_core.guidance import negative_prompt_text
-from nag_core.mix import TARGET_LUFS, Track, composite
 from nag_core.world.detectors import aa_similarity, log_mel, signature_report
 from nag_core.world.scene import CAPTIONS
 
@@ -193,11 +192,7 @@ def _condition(model, tracks: list, domain: str) -> torch.Tensor:
         with torch.no_grad():
             mel = torch.from_numpy(np.stack(tracks))
             return model.network.normalize(model.vae.encode(mel).mean.transpose(1, 2))
-    x_cond = []
-    for w in tracks:
-        mix = composite([Track(torch.from_numpy(w)[None], model.sample_rate)], [0.0], TARGET_LUFS)
-        x_cond.append(model.encode_mix(mix.wave, mix.sample_rate)[0])
-    return torch.stack(x_cond)
+    return T.mix_conditions(model, tracks)
 
 
 def generate_chain(model, controlnet, data, s: Settings, seed: int = 1000,

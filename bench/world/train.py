@@ -371,12 +371,18 @@ def condition_windows(model: MMAudioModel, data: WorldData, latents: torch.Tenso
         if domain == "mel":
             out.append(latent_windows(model.network.normalize(latents), clips, at))
             continue
-        conds = []
-        for w in data.wave_windows(clips, at):
-            mix = composite([Track(w[None], SR)], [0.0], TARGET_LUFS)
-            conds.append(model.encode_mix(mix.wave, mix.sample_rate)[0])
-        out.append(torch.stack(conds))
+        out.append(mix_conditions(model, data.wave_windows(clips, at)))
     return torch.stack(out, 1)
+
+
+def mix_conditions(model: MMAudioModel, waves) -> torch.Tensor:
+    """(N, 125, 20) x_cond of single tracks exactly as the chain builds it (nag_core.pipeline):
+    the track alone as the mix at -20 LUFS, then MMAudioModel.encode_mix."""
+    out = []
+    for w in waves:
+        mix = composite([Track(torch.as_tensor(w)[None], SR)], [0.0], TARGET_LUFS)
+        out.append(model.encode_mix(mix.wave, mix.sample_rate)[0])
+    return torch.stack(out)
 
 
 def train_controlnet(model: MMAudioModel, data: WorldData, latents: torch.Tensor,
