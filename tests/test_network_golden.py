@@ -50,8 +50,11 @@ def test_tables_and_lengths(path):
     g, net = _load(path)
     assert (net.latent_seq_len, net.clip_seq_len, net.sync_seq_len) == \
         tuple(g["in.latent"].shape[1:2]) + (g["in.clip_f"].shape[1], g["in.sync_f"].shape[1])
+    # pow/sin/cos round their last bit differently on different CPUs' vector paths (one element
+    # of the v2 timestep table is 1 ulp off on some), so the tables agree to 2 ulp, not bitwise.
     for name in ("latent_rot", "clip_rot", "t_embed.freqs"):
-        assert torch.equal(net.get_buffer(name), g[f"buffers.{name}"]), name
+        torch.testing.assert_close(net.get_buffer(name), g[f"buffers.{name}"], rtol=2.5e-7,
+                                   atol=0.0, msg=name)
 
 
 @pytest.mark.parametrize("path", golden_params("network_"))
