@@ -143,3 +143,27 @@ def test_choose_take_puts_that_take_into_the_mix_and_redoes_later_steps(world_mo
     want = composite([Track(session.results[0].waves[1][None], session.sample_rate)], [0.0])
     assert torch.equal(mix.wave, want.wave)
     assert session.choose_take(1, 1) == []  # already chosen: nothing to redo
+
+
+# ------------------------------------------------------------------ device and precision, decided once
+def test_precision_auto_is_bf16_on_cuda_and_float32_on_the_cpu(monkeypatch):
+    assert defaults.resolve_dtype(None, "cpu") is torch.float32
+    assert defaults.resolve_dtype("auto", torch.device("cpu")) is torch.float32
+    assert defaults.resolve_dtype("bf16", "cpu") is torch.bfloat16
+    assert defaults.resolve_dtype("float16", "cpu") is torch.float16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert defaults.resolve_dtype("auto", torch.device("cuda")) is torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert defaults.resolve_dtype("auto", torch.device("cuda")) is torch.float32
+    with pytest.raises(ConfigError, match="unknown precision 'fp8'; use auto, float32"):
+        defaults.resolve_dtype("fp8", "cpu")
+
+
+def test_a_bad_or_absent_device_is_a_config_error(monkeypatch):
+    assert defaults.resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="unknown device 'bogus'"):
+        defaults.resolve_device("bogus")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert defaults.resolve_device(None) == torch.device("cpu")
+    with pytest.raises(ConfigError, match="this torch has no CUDA device"):
+        defaults.resolve_device("cuda")

@@ -142,6 +142,10 @@ def test_text_nag_is_in_the_one_registry_and_auto_without_a_controlnet():
     generate = build_parser()._subparsers._group_actions[0].choices["generate"]
     method = next(a for a in generate._actions if a.dest == "method")
     assert set(method.choices) == set(defaults.METHOD_CHOICES)
+    from nodes_support import load_pack
+    sampler = load_pack().NODE_CLASS_MAPPINGS["NAGFoley_NAGSampler"]
+    choices, options = sampler.INPUT_TYPES()["required"]["method"]
+    assert choices == list(defaults.METHOD_CHOICES) and options["default"] == defaults.AUTO
 
 
 @pytest.fixture(scope="module")
