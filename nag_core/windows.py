@@ -25,7 +25,9 @@ generation MMAudio does (weights 1, no blending arithmetic).
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Callable, Optional, Sequence
@@ -44,10 +46,30 @@ from .sampling import Velocity
 # inside both windows' shared part and is decided by both together, and that the cross-fade of
 # velocities is slow against the latent's 32 ms frames; short enough that a long clip costs only
 # 4/3 of its length in window evaluations.
+TRAINED_DURATION = 8.0  # seconds: the sequence every released MMAudio variant was trained on
+TRAINING_FILE = "training.json"  # beside a network file: {"duration_s": the length it was trained on}
 OVERLAP_FRACTION = 0.25
 WINDOWS_PER_BATCH = 4  # windows of one Euler step per network call (memory: one batch of them)
 SEGMENT_FRAMES = 16  # 25 fps frames per Synchformer segment
 SYNC_STRIDE_SECONDS = Fraction(SEGMENT_STRIDE, SYNC_FPS)  # 0.32 s between segment starts
+
+
+def trained_duration(folder) -> float:
+    """The sequence length (seconds) the network in ``folder`` was trained on: ``duration_s`` of
+    its training.json (a model trained on other clips, such as the shipped world set, says so
+    there), else MMAudio's 8 s. Windows are this long."""
+    path = os.path.join(os.fspath(folder), TRAINING_FILE)
+    if not os.path.isfile(path):
+        return TRAINED_DURATION
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = float(json.load(f)["duration_s"])
+    except (ValueError, KeyError, TypeError, OSError) as e:
+        raise ConfigError(f"{path} does not say the training length ({e}); it must be "
+                          '{"duration_s": seconds}') from None
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{path}: duration_s must be a positive number of seconds, got {value}")
+    return value
 
 
 def latent_rate(mode: str) -> Fraction:

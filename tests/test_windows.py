@@ -207,3 +207,16 @@ def test_windows_that_tile_the_clip_once_equal_plain_generation_of_each_window_b
             assert torch.equal(whole[:, sl], alone)
         batched = euler(windowed_velocity(plan, make, 2), x0, 3)
     torch.testing.assert_close(batched, whole, atol=1e-4, rtol=1e-4)  # other batch, other rounding
+
+
+def test_windows_are_as_long_as_the_network_was_trained_on(tmp_path):
+    from nag_core.windows import TRAINED_DURATION, TRAINING_FILE, trained_duration
+    from nag_core.world.assets import WORLD_DIR, WORLD_DURATION
+    assert trained_duration(tmp_path) == TRAINED_DURATION == 8.0  # MMAudio's released variants
+    assert trained_duration(WORLD_DIR) == WORLD_DURATION  # the shipped world set says so
+    (tmp_path / TRAINING_FILE).write_text('{"duration_s": 10.24}')
+    assert trained_duration(tmp_path) == 10.24
+    for bad in ('{"duration_s": -1}', '{"seconds": 4}', "not json"):
+        (tmp_path / TRAINING_FILE).write_text(bad)
+        with pytest.raises(ConfigError, match="duration_s"):
+            trained_duration(tmp_path)
