@@ -16,7 +16,6 @@ from . import defaults as d
 from .errors import NAGFoleyError
 from .mmaudio.variants import VARIANTS
 
-METHODS = d.METHOD_CHOICES  # what --method accepts: the one registry, plus auto
 EXIT_USER_ERROR = 2
 
 
@@ -56,7 +55,7 @@ def _step_args(p: argparse.ArgumentParser, defaults: bool) -> None:
     p.add_argument("--seed", type=int, default=keep(d.SEED_DEFAULT),
                    help=f"seed of step 1; step k uses seed + k - 1 (default {d.SEED_DEFAULT})"
                    if defaults else "seed of the redone step")
-    p.add_argument("--method", default=None, choices=METHODS,
+    p.add_argument("--method", default=None, choices=d.METHOD_CHOICES,
                    help="how steps >= 2 avoid earlier tracks: auto (the default: "
                         f"{d.AUTO_WITH_CONTROLNET} with --controlnet, else "
                         f"{d.AUTO_WITHOUT_CONTROLNET}), nag (needs --controlnet), text_nag "

@@ -159,8 +159,11 @@ def sync_frames_needed(segments: int) -> int:
 # ----------------------------------------------------------------------------- files
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm")
 """Containers a result video is written in (the input's, else .mp4)."""
-VIDEO_INPUT_SUFFIXES = VIDEO_SUFFIXES + (".avi", ".gif", ".mpg", ".mpeg")
-"""Files offered as input videos (a file picker's list; any file PyAV reads still works)."""
+VIDEO_INPUT_SUFFIXES = VIDEO_SUFFIXES + (".avi", ".mpg", ".mpeg", ".flv", ".wmv", ".ts", ".mts",
+                                         ".3gp", ".ogv")
+"""Files recognised as videos (training discovery, file pickers); PyAV reads any of them."""
+AUDIO_INPUT_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac")
+"""Files recognised as audio-only sources."""
 DECODE_TIMEOUT_S = 600.0  # a decoder that stops making progress must not hang a run
 
 
