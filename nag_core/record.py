@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
+from .atomic import write_text
 from .errors import ConfigError
 from .filehash import cached_sha256, sha256_file
 
@@ -174,11 +175,9 @@ def load_record(run_dir) -> dict:
 
 
 def write_record(run_dir: Path, record: dict) -> Path:
-    """Write ``record.json`` into a run folder that is still being built (the folder, not the
-    file, is what becomes visible at the end, so a failed write leaves nothing behind)."""
-    path = run_dir / RECORD_NAME
-    path.write_text(json.dumps(record, indent=2), encoding="utf-8")
-    return path
+    """Write ``record.json`` into a run folder that is still being built (atomically, and the
+    folder is what becomes visible at the end, so a failed write leaves nothing behind)."""
+    return write_text(run_dir / RECORD_NAME, json.dumps(record, indent=2))
 
 
 # --------------------------------------------------------------------------- entries

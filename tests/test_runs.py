@@ -165,19 +165,43 @@ def test_sigkill_during_an_in_place_redo_leaves_the_folder_as_it_was(env, tmp_pa
     assert _snapshot(o) == before
 
 
-def test_disk_full_at_record_json_publishes_nothing(env, tmp_path, monkeypatch, capsys):
-    real = Path.write_text
+class _FullDisk:
+    """A file that takes half of what is written to it, then reports a full disk."""
 
-    def full(self, *a, **k):
-        if self.name == "record.json":
-            real(self, "{\"format\": \"nag-fol")  # a half-written file, then the disk is full
-            raise OSError(errno.ENOSPC, "No space left on device", str(self))
-        return real(self, *a, **k)
-    monkeypatch.setattr(Path, "write_text", full)
+    def __init__(self, f):
+        self.f = f
+
+    def write(self, data):
+        self.f.write(data[: len(data) // 2])
+        self.f.flush()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+def test_disk_full_at_record_json_publishes_nothing(env, tmp_path, monkeypatch, capsys):
+    import builtins
+    real = builtins.open
+    hit = []
+
+    def full_at_record(file, mode="r", *a, **k):
+        f = real(file, mode, *a, **k)
+        if "record.json" in os.fspath(file) and ("w" in mode or "x" in mode):
+            hit.append(file)
+            return _FullDisk(f)
+        return f
+    monkeypatch.setattr(builtins, "open", full_at_record)
     out = tmp_path / "new"
     assert cli.main(_cli(env, "--out", str(out), "--prompt", "a")) == 2
     err = capsys.readouterr().err
-    assert "disk is full" in err and "Traceback" not in err
+    assert hit and "disk is full" in err and "Traceback" not in err
     assert os.listdir(tmp_path) == []  # no run, no staging folder, no .record.json.*.tmp
 
 
