@@ -193,7 +193,10 @@ def test_disk_full_at_record_json_publishes_nothing(env, tmp_path, monkeypatch, 
 
     def full_at_record(file, mode="r", *a, **k):
         f = real(file, mode, *a, **k)
-        if "record.json" in os.fspath(file) and ("w" in mode or "x" in mode):
+        name = Path(os.fspath(file)).name  # record.json, or the atomic writer's temp name
+        is_record = name == "record.json" or (name.startswith(".record.") and
+                                              name.endswith(".json"))
+        if is_record and ("w" in mode or "x" in mode):
             hit.append(file)
             return _FullDisk(f)
         return f
