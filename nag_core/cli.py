@@ -208,7 +208,7 @@ def _cmd_download(a, argv) -> int:
     from .download import ensure_model_files
     root = _models_root(a)
     _log(f"models folder: {root}")
-    files = ensure_model_files(a.variant, root, offline=False)
+    files = ensure_model_files(a.variant, root, offline=False, replace_smoke=True)
     _log(f"{a.variant} is complete in {root} (network: {files.network.name})")
     return 0
 
