@@ -28,13 +28,13 @@ def test_no_module_of_nag_core_defines_a_shared_constant_again():
 
 
 def test_the_readers_see_the_one_definition():
-    from nag_core import chain, guidance, media, pipeline
+    from nag_core import guidance, media, pipeline, run_folder
     from nag_core.media import audio, video
     from nag_core.mmaudio import variants
     assert pipeline.METHODS is defaults.METHODS
     assert media.MIN_DURATION == variants.MIN_DURATION == defaults.MIN_DURATION
     assert audio.DECODE_TIMEOUT_S == video.DECODE_TIMEOUT_S == defaults.DECODE_TIMEOUT_S
-    assert chain.VIDEO_SUFFIXES is defaults.VIDEO_SUFFIXES
+    assert run_folder.VIDEO_SUFFIXES is defaults.VIDEO_SUFFIXES
     from nag_core.train import data
     assert data.VIDEO_EXTENSIONS is defaults.VIDEO_INPUT_SUFFIXES
     assert (guidance.ALPHA_DEFAULT, guidance.BETA_DEFAULT) == (defaults.ALPHA_DEFAULT,
