@@ -71,6 +71,11 @@ def _step_args(p: argparse.ArgumentParser, defaults: bool) -> None:
                         "default with one), negative_prompt (the default without), independent")
     p.add_argument("--negative", default=None, metavar="TEXT",
                    help="your own negative prompt (added to every step)")
+    p.add_argument("--takes", type=int, default=d(1), metavar="N",
+                   help="N takes of each step in one batched call, take i from the step's "
+                        "seed + i; the chain goes on with take 0 (choose another later with "
+                        "`redo OUT --step K --take I`)" if defaults else
+                   "N takes of the redone step (default: as recorded)")
     p.add_argument("--whole-video", action="store_true", default=None,
                    help="the .foley video is the whole input video with the sound placed at "
                         "--start (default: only the scored segment, --start to --start + "
@@ -116,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the step to redo (1-based)")
     r.add_argument("--prompt", default=None, help="new prompt of step K (default: unchanged)")
     r.add_argument("--gain-db", type=float, default=None, dest="gain_db")
+    r.add_argument("--take", type=int, default=None, metavar="I",
+                   help="go on with take I (0-based) of step K, as recorded, and regenerate "
+                        "only the later steps")
     r.add_argument("--to", default=None, metavar="DIR",
                    help="write the result to a new run folder (earlier tracks are copied; "
                         "if DIR already holds files the run goes to DIR-2, ...)")
@@ -167,7 +175,8 @@ def _cmd_generate(a, argv) -> int:
     run_chain(a.video, a.prompt, a.out, variant=a.variant, models_dir=a.models,
               controlnet=a.controlnet, method=a.method, alpha=a.alpha, beta=a.beta,
               steps=a.steps, seed=a.seed, start=a.start, duration=a.duration,
-              negative=a.negative or "", gains_db=a.gain_db, device=a.device, dtype=a.dtype,
+              negative=a.negative or "", gains_db=a.gain_db, takes=a.takes, device=a.device,
+              dtype=a.dtype,
               offline=a.offline, encoding="pcm16" if a.pcm16 else "float",
               whole_video=bool(a.whole_video), progress=not a.quiet,
               command=["nag_core", *argv], log=_log)
@@ -178,10 +187,11 @@ def _cmd_redo(a, argv) -> int:
     from .chain import redo_chain
     changes = {"prompt": a.prompt, "seed": a.seed, "steps": a.steps, "alpha": a.alpha,
                "beta": a.beta, "method": a.method, "negative_text": a.negative,
-               "gain_db": a.gain_db}
+               "gain_db": a.gain_db, "takes": a.takes}
     redo_chain(a.out, a.step, changes=changes, models_dir=a.models, controlnet=a.controlnet,
-               device=a.device, dtype=a.dtype, offline=a.offline, to_dir=a.to,
-               whole_video=a.whole_video, progress=not a.quiet, command=["nag_core", *argv], log=_log)
+               device=a.device, dtype=a.dtype, offline=a.offline, to_dir=a.to, take=a.take,
+               whole_video=a.whole_video, progress=not a.quiet, command=["nag_core", *argv],
+               log=_log)
     return 0
 
 
