@@ -306,7 +306,7 @@ def test_bad_inputs_fail_before_the_models_load(env, tmp_path, capsys, no_loadin
                                    "late-start": "past the end"}[case])
 
 
-@pytest.mark.parametrize("device, needle", [("cuda", "no CUDA"), ("bogus", "unknown device")])
+@pytest.mark.parametrize("device, needle", [("cuda", "CPU-only"), ("bogus", "unknown device")])
 def test_unusable_devices_get_one_line(env, tmp_path, capsys, no_loading, device, needle):
     import torch
     if device == "cuda" and torch.cuda.is_available():
