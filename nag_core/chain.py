@@ -358,8 +358,8 @@ def redo_chain(out_dir, step: int, *, changes: Optional[dict] = None, models_dir
     else:
         _check_take_choice(entries, step, take, changes)
         keep, first_index, plan = step, step + 1, []
-    plan += [step_settings(e) for e in entries[first_index - 1:]]
-    chosen = {e["index"]: e.get("take", 0) for e in entries[first_index - 1:]}
+    plan += [step_settings(e) for e in entries[step:]]  # the later steps, as recorded
+    chosen = {e["index"]: e.get("take", 0) for e in entries[step:]}
     kept = [_loaded_result(src, e, rpath) for e in entries[:keep]]
     kept_entries = list(entries[:keep])
     if take is not None:
