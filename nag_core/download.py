@@ -32,6 +32,7 @@ import urllib.request
 from pathlib import Path
 from typing import Optional
 
+from .atomic import commit
 from .errors import WeightsError
 from .weights import (HF, RemoteFile, find_model_files, missing_files, ModelFiles)
 
@@ -212,7 +213,7 @@ def download_file(remote: RemoteFile, models_dir, *, progress: bool = True, retr
             raise WeightsError(f"the download of {url} is damaged: md5 {got}, expected "
                                f"{remote.md5}. It was deleted; run the command again to "
                                f"download it afresh, or download it yourself to {dest}")
-    os.replace(partial, dest)
+    commit(partial, dest)
     return dest
 
 

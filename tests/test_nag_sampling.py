@@ -7,7 +7,6 @@ import torch
 
 from nag_core.controlnet import controlnet_flow
 from nag_core.errors import ConfigError
-from nag_core.guidance import ALPHA_DEFAULT, BETA_DEFAULT
 from nag_core.generation import nag_velocity, sample_cfg, sample_nag, sample_negative_prompt
 from nag_core.mmaudio.network import Conditions
 from nag_core.sampling import euler
@@ -132,10 +131,9 @@ def test_batch_one_x_cond_and_conditions_are_broadcast(setup):
     one = xc[:1]
     got = sample_nag(net, cn, cond, empty.select(slice(0, 1)), ctrl, one, x0, STEPS)
     expected = sample_nag(net, cn, cond, empty, ctrl, one.expand(B, -1, -1), x0, STEPS)
-    # batch-1 vs batch-2 convs round apart by up to 1e-5 per branch, combined with the default
-    # coefficients |1-α| + (α+β) + β (the other rows of the step see the same rounding)
-    amplification = abs(1 - ALPHA_DEFAULT) + ALPHA_DEFAULT + 2 * BETA_DEFAULT
-    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5 * amplification)
+    # batch-1 and batch-2 convolutions round apart (float32, several Euler steps): a relative
+    # bound, since the latent's values reach a few units
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
 @torch.no_grad()

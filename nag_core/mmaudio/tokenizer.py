@@ -416,9 +416,7 @@ def write_tiny_bpe_vocab(path: str | os.PathLike, words: str = TINY_WORDS,
     token-embedding rows (``ClipTokenizer(path).vocab_size``)."""
     merges = learn_merges(words.lower().split(), num_merges)
     text = "#version: tiny test vocabulary\n" + "".join(f"{a} {b}\n" for a, b in merges)
+    from ..atomic import write_bytes
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".partial")
-    tmp.write_bytes(gzip.compress(text.encode("utf-8"), mtime=0))
-    os.replace(tmp, p)
-    return p
+    return write_bytes(p, gzip.compress(text.encode("utf-8"), mtime=0))

@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Optional, Protocol
 import torch
 from torch import Tensor
 
+from ..atomic import write_text
 from ..errors import ConfigError, MediaError, NAGFoleyError
 from .data import (DEFAULT_SEGMENT_SECONDS, Source, discover, probe_duration, segment_pairs,
                    segment_starts)
@@ -176,10 +176,7 @@ def read_index(cache_dir: Path) -> dict:
 
 
 def write_index(cache_dir: Path, index: dict) -> None:
-    path = Path(cache_dir) / INDEX_NAME
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(index, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(Path(cache_dir) / INDEX_NAME, json.dumps(index, indent=1, sort_keys=True))
 
 
 @dataclass

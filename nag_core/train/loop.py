@@ -16,7 +16,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from ..atomic import write_text
 from ..checkpoint import write_torch
 from ..controlnet import (ControlNetConfig, NAGControlNet, controlnet_flow, freeze_base,
                           save_controlnet, trainable_parameters)
@@ -360,9 +360,7 @@ def _truncate_log(path: Path, step: int) -> None:
                 keep.append(line)
         except (ValueError, KeyError):
             continue
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, "".join(line + "\n" for line in keep))
 
 
 def _bar(total: int, initial: int, enabled: bool):
