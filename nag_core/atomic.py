@@ -80,6 +80,19 @@ def write_text(target, text: str, encoding: str = "utf-8") -> Path:
     return write_bytes(target, text.encode(encoding))
 
 
+def set_aside(path, label: str = "damaged") -> Path:
+    """Rename ``path`` to a free ``<name>.<label>[-n]`` beside it (a file that is kept, not
+    deleted, but must stop answering to its name); returns the new path."""
+    p = Path(os.fspath(path))
+    n = 1
+    while True:
+        aside = p.with_name(f"{p.name}.{label}" + ("" if n == 1 else f"-{n}"))
+        if not aside.exists():
+            os.rename(p, aside)
+            return aside
+        n += 1
+
+
 def _fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
