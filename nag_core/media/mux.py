@@ -51,11 +51,30 @@ def mux_audio_into_video(video_path, wave, sample_rate: int, out_path, start: fl
     if rate != int(sample_rate):
         w = resample(w, int(sample_rate), rate)
     with written_atomically(out) as tmp:
-        _write(src, out, tmp, w, rate, codec, Fraction(repr(float(start))))
+        try:
+            _write(src, out, tmp, w, rate, codec, Fraction(repr(float(start))), keep_tag=True)
+        except av.InvalidDataError:
+            # the output container refuses the source's codec tag (e.g. an MP4 tag in a
+            # Matroska file): let the muxer pick its own, as a plain copy would
+            _write(src, out, tmp, w, rate, codec, Fraction(repr(float(start))), keep_tag=False)
     return str(out)
 
 
-def _write(src, out, tmp, wave: torch.Tensor, rate: int, codec: str, start: Fraction) -> None:
+def _keep_picture_facts(vin, vout, keep_tag: bool) -> None:
+    """What a stream copy must not lose: the codec tag (HEVC 'hvc1' is what Apple players accept,
+    'hev1' is refused; ProRes 'apcn' must not become 'apch'), and the sample aspect ratio,
+    which for some codecs (ProRes) lives only in the container, not in the codec parameters.
+    The display matrix (rotation) is copied with the stream's side data by the template."""
+    tag = vin.codec_context.codec_tag
+    if keep_tag and tag and tag.strip("\x00"):
+        vout.codec_context.codec_tag = tag
+    sar = vin.sample_aspect_ratio or vin.codec_context.sample_aspect_ratio
+    if sar and not vout.codec_context.sample_aspect_ratio:
+        vout.codec_context.sample_aspect_ratio = sar
+
+
+def _write(src, out, tmp, wave: torch.Tensor, rate: int, codec: str, start: Fraction,
+           keep_tag: bool) -> None:
     inp = open_input(src, "video")
     try:
         vin = video_stream(inp, src)
@@ -68,6 +87,7 @@ def _write(src, out, tmp, wave: torch.Tensor, rate: int, codec: str, start: Frac
         with av.open(str(tmp), "w") as dst:
             try:
                 vout = dst.add_stream_from_template(vin)
+                _keep_picture_facts(vin, vout, keep_tag)
                 copy = True
             except (av.FFmpegError, ValueError):
                 copy = False
