@@ -20,7 +20,7 @@ from nag_core.errors import ConfigError, MediaError, MediaWarning
 from nag_core.media import (VideoClip, clip_resize, clip_to_float, decode_video, frames_from_images,
                             frames_from_video_object, mux_audio_into_video, read_audio,
                             resize_uint8, sync_resize, sync_to_float, write_audio)
-from nag_core.media.resize import sync_geometry
+from nag_core.media.resize import CLIP_SIZE, SYNC_SIZE, resize_uint8_matmul, sync_geometry
 
 
 # ---------------------------------------------------------------- resize ---------------------
@@ -31,10 +31,15 @@ def test_resize_matches_golden(path):
     i = 0
     while f"in.frame{i}_uint8" in g:
         x = g[f"in.frame{i}_uint8"]
+        h, w, top, left = sync_geometry(x.shape[-2], x.shape[-1])
         for got, key in ((clip_resize(x), f"out.frame{i}.clip_resized_uint8"),
-                         (sync_resize(x), f"out.frame{i}.sync_resized_cropped_uint8")):
-            diff = (got.int() - g[key].int()).abs().max().item()
-            assert got.shape == g[key].shape and diff <= 1, f"{key}: max diff {diff}"
+                         (sync_resize(x), f"out.frame{i}.sync_resized_cropped_uint8"),
+                         (resize_uint8_matmul(x, CLIP_SIZE, CLIP_SIZE),
+                          f"out.frame{i}.clip_resized_uint8"),
+                         (resize_uint8_matmul(x, h, w, crop=(top, left, SYNC_SIZE, SYNC_SIZE)),
+                          f"out.frame{i}.sync_resized_cropped_uint8")):
+            # both paths (torch's CPU kernel and the matmul one) equal the official bytes
+            assert got.shape == g[key].shape and torch.equal(got, g[key]), key
         i += 1
     assert i > 0
 
@@ -57,10 +62,19 @@ def test_sync_geometry_from_sidecar(path):
 @pytest.mark.parametrize("hw,out", [((63, 95), (384, 384)), ((17, 5), (40, 3)), ((300, 201), (224, 149)),
                                     ((48, 64), (48, 9))])
 def test_resize_matches_torch_uint8_kernel(hw, out):
-    # torch's own uint8 antialiased kernel is what torchvision v2 calls: same integer pipeline
+    # torch's own uint8 antialiased kernel is what torchvision v2 calls: the matmul path (used
+    # off the CPU) reproduces its integer pipeline bit for bit, crops included
     x = torch.randint(0, 256, (2, 3, *hw), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     ref = F.interpolate(x, size=out, mode="bicubic", antialias=True)
-    assert (resize_uint8(x, *out).int() - ref.int()).abs().max() <= 1
+    assert torch.equal(resize_uint8(x, *out), ref)
+    assert torch.equal(resize_uint8_matmul(x, *out), ref)
+    crop = (out[0] // 3, out[1] // 4, out[0] - out[0] // 3, out[1] // 2)
+    window = ref[..., crop[0]:crop[0] + crop[2], crop[1]:crop[1] + crop[3]]
+    assert torch.equal(resize_uint8(x, *out, crop=crop), window)
+    assert torch.equal(resize_uint8_matmul(x, *out, crop=crop), window)
+    # other leading shapes: one plane, and (batch, time, 3, H, W)
+    assert torch.equal(resize_uint8(x[0, 0], *out), ref[0, 0])
+    assert torch.equal(resize_uint8(x[None], *out), ref[None])
 
 
 def test_float_conversions():
@@ -105,8 +119,11 @@ def test_25fps_source_is_not_shifted(tmp_path):
     # exact ties: sync frame k of a 25 fps video is source frame k (the float rule picks k+1)
     times = cfr_times(25, 2)
     path = make_video(tmp_path / "v25.mp4", times, rate=25, time_base=Fraction(1, 250))
-    clip = decode_video(path, 0.0, 1.5)
+    with pytest.warns(MediaWarning, match=r"used 1\.480 s of the 1\.5 s asked from 0 s: the 8 "
+                      r"and 25 fps frame streams picked up to the requested end hold 1\.480 s"):
+        clip = decode_video(path, 0.0, 1.5)
     assert _indices(clip, 64, 48)[1] == list(range(37))
+    assert "ends there" not in clip.warning  # the source goes on: a rounding, said as such
     official = decode_video(path, 0.0, 1.5, official_float_times=True)
     assert _indices(official, 64, 48)[1] != list(range(37))
 

@@ -189,10 +189,12 @@ class StreamCollector:
 
 
 def shortfall_warning(what: str, used: float, requested: float | None, start: float,
-                      end: float | None, damage: str | None = None) -> str | None:
+                      end: float | None, source_ended: bool,
+                      damage: str | None = None) -> str | None:
     """The message for a clip that is not what was asked (None when it is): ``used`` seconds of
     the ``requested`` ones from ``start``; ``end`` the time of the last frame seen (seconds
-    from the start of the source); ``damage`` what went wrong in the file, if anything."""
+    from the start of the source); ``source_ended`` whether the frames ran out before the
+    requested end; ``damage`` what went wrong in the file, if anything."""
     short = requested is not None and used < requested
     if not short and damage is None:
         return None
@@ -200,6 +202,11 @@ def shortfall_warning(what: str, used: float, requested: float | None, start: fl
     message = f"{what}: used {used:.3f} s {asked}from {start:g} s"
     if damage is not None:
         return f"{message}: {damage}. Re-export the video to use all of it."
+    if not source_ended:
+        # the frames reach the requested end, but the 8 and 25 fps streams are cut to whole
+        # frames of both rates (MMAudio's truncation)
+        return (f"{message}: the {CLIP_FPS} and {SYNC_FPS} fps frame streams picked up to the "
+                f"requested end hold {used:.3f} s; the audio will be that long.")
     tail = f" (its last frame is at {end:.3f} s)" if end is not None else ""
     return (f"{message}: the source ends there{tail}; the audio will be {used:.3f} s long. "
             "Give a longer source or a shorter duration to silence this.")
@@ -262,15 +269,17 @@ def frames_from_images(images: Tensor, fps, start: float = 0.0, duration: float 
         raise ConfigError(f"start {float(start):g} s is past the end of the frames: {n} frames at "
                           f"{float(rate):g} fps last {float(length):.3f} s. Use a start below that.")
     col = StreamCollector(duration, official_float_times)
+    ran_out = True
     for i in range(int(t0 * rate), n):  # frames before floor(start*fps) are all before start
         if not col.offer(Fraction(i) / rate - t0, lambda: images_to_uint8(images[i].cpu())):
+            ran_out = False
             break
     clip, sync, eff = col.finish()
     check_long_enough(eff, float(start), "the IMAGE batch")
     h, w = images.shape[1], images.shape[2]
     requested = None if duration is None else float(duration)
     warning = shortfall_warning(f"the IMAGE batch ({n} frames at {float(rate):g} fps)", eff,
-                                requested, float(start), float((n - 1) / rate))
+                                requested, float(start), float((n - 1) / rate), ran_out)
     emit_warning(warning)
     return VideoClip(clip, sync, eff, float(start), float(rate), (int(w), int(h)), 0, None,
                      requested, col.frames_seen, warning)

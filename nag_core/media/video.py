@@ -100,7 +100,7 @@ def decode_video(path, start: float = 0.0, duration: float | None = 8.0, *,
     w, h = col.size
     requested = None if duration is None else float(duration)
     end = float(run.last_t - origin) if run.last_t is not None else None
-    warning = shortfall_warning(p.name, eff, requested, float(start), end,
+    warning = shortfall_warning(p.name, eff, requested, float(start), end, run.reached_end,
                                 _damage(run, end, announced, rate))
     emit_warning(warning)
     return VideoClip(clip, sync, eff, float(start), float(rate) if rate else 0.0, (w, h),
