@@ -9,13 +9,13 @@ from fractions import Fraction
 import av
 import torch
 
+from ..defaults import DECODE_TIMEOUT_S
 from ..errors import ConfigError, MediaError
 from ._container import (announced_video_length, check_file, open_input, stream_length,
                          time_origin, video_stream)
 from .frames import (StreamCollector, VideoClip, check_long_enough, check_times, emit_warning,
                      exact_seconds, shortfall_warning)
 
-DECODE_TIMEOUT_S = 600.0  # a decoder that stops making progress must not hang a run
 _SEEK_BACKOFF_S = (0.0, 1.0, 5.0, 30.0)  # then from the beginning
 # Containers round their announced length (a frame or two, audio longer than the picture):
 # frames that stop within this much of it are not called damaged.
