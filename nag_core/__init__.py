@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "FoleySession": "pipeline", "StepSettings": "pipeline", "StepResult": "pipeline",
+    "METHODS": "defaults",
     "MMAudioModel": "model", "VideoClip": "media", "write_audio": "media",
     "read_audio": "media", "mux_audio_into_video": "media",
     "load_controlnet": "controlnet", "resolve_models_dir": "download",
@@ -41,16 +42,16 @@ def load(variant: str = "small_16k", models_dir=None, device=None, dtype=None, *
          offline: bool | None = None, download: bool = True, progress: bool = True):
     """An :class:`MMAudioModel` of ``variant`` from the models folder (resolved as in
     :func:`nag_core.download.resolve_models_dir`), downloading missing files unless offline.
-    ``device`` defaults to cuda when available, ``dtype`` to float32."""
-    import torch
-
-    from .chain import parse_dtype
+    ``device`` defaults to cuda when available, ``dtype`` to bf16 on CUDA and float32 on the CPU
+    (:func:`nag_core.defaults.resolve_device` / :func:`~nag_core.defaults.resolve_dtype`, the
+    rule the command line and the nodes use too)."""
+    from .defaults import resolve_device, resolve_dtype
     from .download import ensure_model_files
     from .weights import load_model_files
     files = ensure_model_files(variant, models_dir, offline=offline, download=download,
                                progress=progress)
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return load_model_files(files, device=dev, dtype=parse_dtype(dtype))
+    dev = resolve_device(device)
+    return load_model_files(files, device=dev, dtype=resolve_dtype(dtype, dev))
 
 
 def load_video(path, start: float = 0.0, duration: float | None = 8.0):

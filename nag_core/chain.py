@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from .atomic import write_text
+from .defaults import VIDEO_SUFFIXES
 from .errors import ConfigError
 from .filehash import cached_sha256, sha256_file
 
@@ -28,7 +29,6 @@ RECORD_NAME = "record.json"
 RECORD_FORMAT = "nag-foley-record"
 RECORD_VERSION = 1
 COMPOSITE_NAME = "composite.wav"
-VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm")
 STEP_FIELDS = ("prompt", "seed", "steps", "alpha", "beta", "method", "negative_text", "gain_db")
 
 
@@ -42,7 +42,8 @@ def track_name(k: int, prompt: str) -> str:
 
 
 def default_method(controlnet) -> str:
-    return "nag" if controlnet else "negative_prompt"
+    from .defaults import AUTO, resolve_method
+    return resolve_method(AUTO, bool(controlnet))
 
 
 def _versions() -> dict:
@@ -77,28 +78,21 @@ def _output_video_path(out_dir: Path, video: Path) -> Path:
 
 # --------------------------------------------------------------------------- model + session
 def _load(variant, models_dir, device, dtype, offline, progress, log):
-    import torch
-
+    from .defaults import resolve_device, resolve_dtype
     from .download import ensure_model_files
     from .weights import load_model_files
     files = ensure_model_files(variant, models_dir, offline=offline, progress=progress)
-    dev = torch.device(device) if device else torch.device(
-        "cuda" if torch.cuda.is_available() else "cpu")
-    dt = parse_dtype(dtype)
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
     log(f"loading {variant} from {files.network.parent} on {dev} ({str(dt).replace('torch.', '')})")
     model = load_model_files(files, device=dev, dtype=dt)
     return model, files
 
 
-def parse_dtype(dtype):
-    import torch
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype or torch.float32
-    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
-    if str(dtype).lower() not in names:
-        raise ConfigError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
-    return names[str(dtype).lower()]
+def parse_dtype(dtype, device=None):
+    """The model precision (nag_core.defaults.resolve_dtype: auto = bf16 on CUDA, else float32)."""
+    from .defaults import resolve_dtype
+    return resolve_dtype(dtype, device)
 
 
 def _file_entry(path: Path, cached: bool = False) -> dict:
@@ -239,7 +233,7 @@ def _drop_stale_tracks(out: Path, steps: int) -> None:
 def _check_method(method, controlnet):
     if method == "nag" and not controlnet:
         raise ConfigError("method 'nag' needs a NAG ControlNet (--controlnet FILE); without one "
-                          "use --method negative_prompt (the default) or independent")
+                          "use --method text_nag (the default), negative_prompt or independent")
 
 
 def _open_session(model, video: Path, start, duration, controlnet_path, variant, bar):
@@ -277,7 +271,7 @@ def run_chain(video, prompts: Sequence[str], out_dir, *, variant: str = "small_1
         raise ConfigError(f"video not found: {video}")
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    method = method or default_method(controlnet)
+    method = default_method(controlnet) if method in (None, "auto") else method
     _check_method(method, controlnet)
     alpha = ALPHA_DEFAULT if alpha is None else alpha
     beta = BETA_DEFAULT if beta is None else beta
