@@ -248,6 +248,18 @@ def _open_session(model, video: Path, start, duration, controlnet_path, variant,
     return session, clip, time.perf_counter() - t
 
 
+def _log_windows(session, log) -> None:
+    clip = session.video
+    if clip is not None and clip.truncated:
+        log(f"the video has {clip.duration:g} s from the start on, less than the "
+            f"{clip.requested_duration:g} s asked for: generating {clip.duration:g} s")
+    windows = session.window_plan
+    if not windows.single:
+        log(f"{windows.duration:g} s in {len(windows.windows)} windows of "
+            f"{windows.window_duration:g} s (the network's training length), overlapping by at "
+            f"least {windows.overlap:g} s")
+
+
 def run_chain(video, prompts: Sequence[str], out_dir, *, variant: str = "small_16k",
               models_dir=None, controlnet=None, method: Optional[str] = None,
               alpha: Optional[float] = None, beta: Optional[float] = None, steps: int = 25,
@@ -296,6 +308,7 @@ def run_chain(video, prompts: Sequence[str], out_dir, *, variant: str = "small_1
     try:
         session, clip, encode_s = _open_session(model, video, start, duration, controlnet,
                                                 variant, bar)
+        _log_windows(session, log)
         inputs = [video]
         entries = _run_steps(session, plan, 1, out, encoding, inputs, bar, log)
     finally:
@@ -314,6 +327,7 @@ def run_chain(video, prompts: Sequence[str], out_dir, *, variant: str = "small_1
         "settings": {"method": method, "alpha": alpha, "beta": beta, "steps": steps,
                      "seed": seed, "negative_text": negative, "encoding": encoding,
                      "target_lufs": session.target_lufs},
+        "windows": session.window_plan.record(),
         "steps": entries, "composite": composite, "video_out": video_out,
         "timings": {"load_model_s": round(load_s, 3), "encode_video_s": round(encode_s, 3),
                     "steps_s": [e["seconds"] for e in entries],
@@ -423,6 +437,7 @@ def redo_chain(out_dir, step: int, *, changes: Optional[dict] = None, models_dir
         session, clip, encode_s = _open_session(
             model, video, record["input"]["start"], record["input"]["duration_requested"],
             controlnet, variant, bar)
+        _log_windows(session, log)
         session.results = kept
         new_entries = _run_steps(session, [first] + later, step, out, encoding, [video], bar, log)
     finally:
@@ -436,6 +451,7 @@ def redo_chain(out_dir, step: int, *, changes: Optional[dict] = None, models_dir
     new = dict(record)
     new["steps"] = [e for e in entries[: step - 1]] + new_entries
     new["composite"], new["video_out"] = composite, video_out
+    new["windows"] = session.window_plan.record()
     new["model"] = _model_entry(files, model, variant, root)
     new["controlnet"] = _file_entry(Path(controlnet)) if controlnet else None
     new["timings"] = {"load_model_s": round(load_s, 3), "encode_video_s": round(encode_s, 3),

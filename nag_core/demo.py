@@ -139,24 +139,27 @@ def pick_demo_models(models_dir=None, variant: str = "small_16k") -> tuple[Path,
     return smoke, "smoke"
 
 
-def run_demo(out_dir=None, *, models_dir=None, variant: str = "small_16k", seconds: float = 8.0,
+def run_demo(out_dir=None, *, models_dir=None, variant: str = "small_16k",
+             seconds: Optional[float] = None,
              steps: Optional[int] = None, device=None, progress: bool = True,
              log: Callable[[str], None] = print) -> dict:
     """Write the demo video into ``out_dir`` (default ./nag_foley_demo) and run the 3-prompt chain
-    on it. Returns the run record."""
+    on it. ``seconds``: the video's length (default 8 s with real weights, 4 s with the world
+    models); longer than the models' training length runs in windows. Returns the run record."""
     from .chain import run_chain
 
     out = Path(out_dir or "nag_foley_demo")
     out.mkdir(parents=True, exist_ok=True)
     root, kind = pick_demo_models(models_dir, variant)
     if kind == "world":
-        return _run_world_demo(out, root, steps, device, progress, log)
+        return _run_world_demo(out, root, steps, device, progress, log, seconds)
     smoke = kind == "smoke"
     if smoke:
         variant = "small_16k"
     notes = [SMOKE_NOTE] if smoke else [NO_CONTROLNET_NOTE]
     for note in notes:
         log(note)
+    seconds = seconds or 8.0
     video = write_demo_video(out / DEMO_NAME, seconds=seconds)
     log(f"demo video: {video}")
     record = run_chain(video, list(DEMO_PROMPTS), out, variant=variant, models_dir=root,
@@ -167,27 +170,30 @@ def run_demo(out_dir=None, *, models_dir=None, variant: str = "small_16k", secon
     return record
 
 
-def write_world_video(path, seed: int = WORLD_SEED) -> tuple[Path, object]:
-    """A 4 s world video (ball + lamp, 64x64 px, 25 fps; near-lossless H.264 so that the picture
-    the models see is the one they were trained on). Returns (path, the rendered scene.Clip)."""
+def write_world_video(path, seed: int = WORLD_SEED,
+                      seconds: Optional[float] = None) -> tuple[Path, object]:
+    """A world video of ``seconds`` (default 4 s, the world models' training length; ball + lamp,
+    64x64 px, 25 fps; near-lossless H.264 so that the picture the models see is the one they
+    were trained on). Returns (path, the rendered scene.Clip)."""
     from .world.assets import WORLD_DURATION
     from .world.scene import FPS, render_clip
 
-    clip = render_clip(seed, ("ball", "lamp"), WORLD_DURATION)
+    clip = render_clip(seed, ("ball", "lamp"), seconds or WORLD_DURATION)
     frames = (clip.frames * 255).round().clip(0, 255).astype("uint8")
     return write_video(path, frames, FPS, crf=4), clip
 
 
-def _run_world_demo(out: Path, root: Path, steps, device, progress, log) -> dict:
+def _run_world_demo(out: Path, root: Path, steps, device, progress, log, seconds=None) -> dict:
     from .chain import run_chain
     from .world.assets import CONTROLNET_FILE, WORLD_DURATION
 
     log(WORLD_NOTE)
-    video, _ = write_world_video(out / DEMO_NAME)
+    seconds = seconds or WORLD_DURATION
+    video, _ = write_world_video(out / DEMO_NAME, seconds=seconds)
     log(f"demo video: {video}")
     record = run_chain(video, list(WORLD_PROMPTS), out, models_dir=root,
                        controlnet=root / CONTROLNET_FILE, method="nag", steps=steps or 12,
-                       seed=1, duration=WORLD_DURATION, device=device, offline=True,
+                       seed=1, duration=seconds, device=device, offline=True,
                        progress=progress, notes=[WORLD_NOTE], smoke=False, log=log)
     log(WORLD_NOTE)
     return record
