@@ -167,6 +167,7 @@ def _video_features(model: MMAudioModel, features: VideoFeatures) -> tuple[Tenso
     return clip_f.to(dev, dt), sync_f.to(dev, dt)
 
 
+@torch.no_grad()  # a base whose parameters require grad must not build graphs here either
 def build_conditions(model: MMAudioModel, features: VideoFeatures, settings: StepSettings,
                      method: str, *, condition_mix: Optional[Normalized] = None,
                      earlier_prompts: Sequence[str] = (),
