@@ -35,8 +35,8 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import Tensor
 
-from .defaults import (CLIP_FPS, SYNC_FPS, SYNC_SEGMENT_STRIDE, SYNC_TOKENS_PER_SEGMENT,
-                       sync_frames_needed as _frames_for_segments)
+from .defaults import (CLIP_FPS, DURATION_DEFAULT, SYNC_FPS, SYNC_SEGMENT_STRIDE,
+                       SYNC_TOKENS_PER_SEGMENT, sync_frames_needed as _frames_for_segments)
 from .errors import ConfigError
 from .mmaudio.variants import MODES, SequenceLengths, sequence_lengths
 from .sampling import Velocity
@@ -46,7 +46,7 @@ from .sampling import Velocity
 # inside both windows' shared part and is decided by both together, and that the cross-fade of
 # velocities is slow against the latent's 32 ms frames; short enough that a long clip costs only
 # 4/3 of its length in window evaluations.
-TRAINED_DURATION = 8.0  # seconds: the sequence every released MMAudio variant was trained on
+TRAINED_DURATION = DURATION_DEFAULT  # seconds: every released MMAudio variant was trained on 8 s
 TRAINING_FILE = "training.json"  # beside a network file: {"duration_s": the length it was trained on}
 OVERLAP_FRACTION = 0.25
 WINDOWS_PER_BATCH = 4  # windows of one Euler step per network call (memory: one batch of them)
