@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
+from .version import __version__
 
 _LAZY = {
     "FoleySession": "pipeline", "StepSettings": "pipeline", "StepResult": "pipeline",
@@ -45,13 +45,9 @@ def load(variant: str = "small_16k", models_dir=None, device=None, dtype=None, *
     ``device`` defaults to cuda when available, ``dtype`` to bf16 on CUDA and float32 on the CPU
     (:func:`nag_core.defaults.resolve_device` / :func:`~nag_core.defaults.resolve_dtype`, the
     rule the command line and the nodes use too)."""
-    from .defaults import resolve_device, resolve_dtype
-    from .download import ensure_model_files
-    from .weights import load_model_files
-    files = ensure_model_files(variant, models_dir, offline=offline, download=download,
-                               progress=progress)
-    dev = resolve_device(device)
-    return load_model_files(files, device=dev, dtype=resolve_dtype(dtype, dev))
+    from .loading import load_variant
+    return load_variant(variant, models_dir, device=device, dtype=dtype, offline=offline,
+                        download=download, progress=progress)[0]
 
 
 def load_video(path, start: float = 0.0, duration: float | None = None):

@@ -106,19 +106,35 @@ _DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16",
 
 
 def resolve_device(device=None):
-    """``device`` as a torch.device; None or "auto" = cuda when available, else cpu."""
+    """A torch.device that exists on this machine; None or "auto" = cuda when available, else
+    cpu. A device that is absent or unknown is a ConfigError saying what to use instead."""
     import torch
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if isinstance(device, torch.device):
-        return device
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise ConfigError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} asked for, but this torch has no CUDA device; "
-                          "use --device cpu (or install a CUDA build of torch)")
+        dev = device
+    else:
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError, ValueError):
+            raise ConfigError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None else "no usable GPU"
+            raise ConfigError(f"device {device!r} is not available: this torch "
+                              f"({torch.__version__}) has {build}; use --device cpu, or "
+                              "install a CUDA build of torch")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ConfigError(f"device {device!r} does not exist: this machine has {count} "
+                              f"CUDA device(s) (cuda:0..cuda:{count - 1})")
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ConfigError(f"device {device!r} is not available on this machine; use "
+                              "--device cpu")
+    elif dev.type != "cpu":
+        raise ConfigError(f"device {device!r} is not supported; use cpu, cuda, cuda:N or mps")
     return dev
 
 
@@ -159,8 +175,11 @@ def sync_frames_needed(segments: int) -> int:
 # ----------------------------------------------------------------------------- files
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm")
 """Containers a result video is written in (the input's, else .mp4)."""
-VIDEO_INPUT_SUFFIXES = VIDEO_SUFFIXES + (".avi", ".gif", ".mpg", ".mpeg")
-"""Files offered as input videos (a file picker's list; any file PyAV reads still works)."""
+VIDEO_INPUT_SUFFIXES = VIDEO_SUFFIXES + (".avi", ".mpg", ".mpeg", ".flv", ".wmv", ".ts", ".mts",
+                                         ".3gp", ".ogv")
+"""Files recognised as videos (training discovery, file pickers); PyAV reads any of them."""
+AUDIO_INPUT_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac")
+"""Files recognised as audio-only sources."""
 DECODE_TIMEOUT_S = 600.0  # a decoder that stops making progress must not hang a run
 
 

@@ -143,16 +143,15 @@ def run_demo(out_dir=None, *, models_dir=None, variant: str = "small_16k",
              seconds: Optional[float] = None,
              steps: Optional[int] = None, device=None, progress: bool = True,
              log: Callable[[str], None] = print) -> dict:
-    """Write the demo video into ``out_dir`` (default ./nag_foley_demo) and run the 3-prompt chain
-    on it. ``seconds``: the video's length (default 8 s with real weights, 4 s with the world
-    models); longer than the models' training length runs in windows. Returns the run record."""
-    from .chain import run_chain
-
-    out = Path(out_dir or "nag_foley_demo")
-    out.mkdir(parents=True, exist_ok=True)
+    """Write the demo video and the 3-prompt chain on it into a new run folder, ``out_dir``
+    (default ./nag_foley_demo) or, when that already holds files, the next free numbered
+    folder beside it (as ``generate`` chooses). ``seconds``: the video's length (default 8 s with
+    real weights, 4 s with the world models); longer than the models' training length runs in
+    windows. Returns the run record, with ``run_dir``."""
     root, kind = pick_demo_models(models_dir, variant)
     if kind == "world":
-        return _run_world_demo(out, root, steps, device, progress, log, seconds)
+        return _in_new_run(out_dir, log, lambda stage: _run_world_demo(
+            stage, root, steps, device, progress, log, seconds))
     smoke = kind == "smoke"
     if smoke:
         variant = "small_16k"
@@ -160,14 +159,33 @@ def run_demo(out_dir=None, *, models_dir=None, variant: str = "small_16k",
     for note in notes:
         log(note)
     seconds = seconds or 8.0
-    video = write_demo_video(out / DEMO_NAME, seconds=seconds)
-    log(f"demo video: {video}")
-    record = run_chain(video, list(DEMO_PROMPTS), out, variant=variant, models_dir=root,
-                       steps=steps or (10 if smoke else 25), duration=seconds, device=device,
-                       offline=True, progress=progress, notes=notes, smoke=smoke, log=log)
+
+    def run(stage):
+        from .chain import run_chain_in
+        video = write_demo_video(stage.path / DEMO_NAME, seconds=seconds)
+        return run_chain_in(stage, video, list(DEMO_PROMPTS), variant=variant, models_dir=root,
+                            steps=steps or (10 if smoke else 25), duration=seconds,
+                            device=device, offline=True, progress=progress, notes=notes,
+                            smoke=smoke, log=log)
+    record = _in_new_run(out_dir, log, run)
     for note in notes:
         log(note)
     return record
+
+
+def _in_new_run(out_dir, log, run) -> dict:
+    """``run(stage)`` in a new run folder that becomes visible only once it is complete."""
+    from .run_folder import RunStage, describe_target, free_target
+    requested = Path(out_dir or "nag_foley_demo")
+    target = free_target(requested)
+    moved = describe_target(requested, target)
+    if moved:
+        log(moved)
+    with RunStage(target, requested=requested) as stage:
+        record = run(stage)
+        final = stage.publish()
+    log(f"demo video and its Foley: {final}")
+    return {**record, "run_dir": str(final)}
 
 
 def write_world_video(path, seed: int = WORLD_SEED,
@@ -183,17 +201,16 @@ def write_world_video(path, seed: int = WORLD_SEED,
     return write_video(path, frames, FPS, crf=4), clip
 
 
-def _run_world_demo(out: Path, root: Path, steps, device, progress, log, seconds=None) -> dict:
-    from .chain import run_chain
+def _run_world_demo(stage, root: Path, steps, device, progress, log, seconds=None) -> dict:
+    from .chain import run_chain_in
     from .world.assets import CONTROLNET_FILE, WORLD_DURATION
 
     log(WORLD_NOTE)
     seconds = seconds or WORLD_DURATION
-    video, _ = write_world_video(out / DEMO_NAME, seconds=seconds)
-    log(f"demo video: {video}")
-    record = run_chain(video, list(WORLD_PROMPTS), out, models_dir=root,
-                       controlnet=root / CONTROLNET_FILE, method="nag", steps=steps or 12,
-                       seed=1, duration=seconds, device=device, offline=True,
-                       progress=progress, notes=[WORLD_NOTE], smoke=False, log=log)
+    video, _ = write_world_video(stage.path / DEMO_NAME, seconds=seconds)
+    record = run_chain_in(stage, video, list(WORLD_PROMPTS), models_dir=root,
+                          controlnet=root / CONTROLNET_FILE, method="nag", steps=steps or 12,
+                          seed=1, duration=seconds, device=device, offline=True,
+                          progress=progress, notes=[WORLD_NOTE], smoke=False, log=log)
     log(WORLD_NOTE)
     return record

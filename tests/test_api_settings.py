@@ -165,5 +165,5 @@ def test_a_bad_or_absent_device_is_a_config_error(monkeypatch):
         defaults.resolve_device("bogus")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert defaults.resolve_device(None) == torch.device("cpu")
-    with pytest.raises(ConfigError, match="this torch has no CUDA device"):
+    with pytest.raises(ConfigError, match="is not available: this torch"):
         defaults.resolve_device("cuda")
