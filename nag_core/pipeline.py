@@ -82,7 +82,9 @@ class FoleySession:
 
     def _encode(self) -> None:
         if self.video is not None:
-            self.features = self.model.encode_video(self.video, self.window_seconds)
+            # the model's own window length unless one is asked for (tail encoding, see windows)
+            self.features = (self.model.encode_video(self.video) if self.window_seconds is None
+                             else self.model.encode_video(self.video, self.window_seconds))
         else:
             if self.duration is None:
                 raise ConfigError("a session without video needs a duration")
