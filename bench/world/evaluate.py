@@ -24,8 +24,10 @@ import torch
 from nag_core.controlnet import load_controlnet, save_controlnet
 from nag_core.generation import sample_cfg, sample_nag
 from nag_core.guidance import negative_prompt_text
-from nag_core.world.detectors import aa_similarity, log_mel, signature_report
+from nag_core.world.assets import CONTROLNET_FILE
 from nag_core.world.scene import CAPTIONS
+
+from .detectors import aa_similarity, log_mel, signature_report
 
 from . import models as M
 from . import parallel as P
@@ -35,7 +37,6 @@ from . import train as T
 # reverse order is also measured because in this world the picture-dominant sound is the lamp's
 # (a continuous beep), so that is the sound that leaks into later steps.
 ORDERS = {"ball_then_lamp": ("ball", "lamp"), "lamp_then_ball": ("lamp", "ball")}
-CONTROLNET_FILE = "nag_controlnet_world.safetensors"
 
 
 @dataclass
@@ -51,7 +52,7 @@ class Settings:
     euler_steps: int = 12
     alpha: float = 4.5
     betas: tuple = (1.0, 1.5, 2.0)
-    p_silent: float = 0.2
+    p_silent: float = 0.1
     bootstrap: int = 2000
 
 
@@ -258,7 +259,7 @@ METRICS = {  # name: (column title with {leak}/{ask} = the step-1/step-2 object,
 def measure(tracks: dict, data, order: str = "ball_then_lamp") -> dict:
     """Per-video metric arrays for every method's step-2 track. Event contrast: the ball's
     click band within 50 ms after its contacts over away from them; the lamp's band lit over
-    dark (nag_core.world.detectors)."""
+    dark (bench.world.detectors)."""
     leak, ask = ORDERS[order]
 
     def as_mel(x):  # tracks are log-mels (80, T) or waveforms (samples,)
@@ -336,9 +337,10 @@ def _train_vocoder_state(fm, train, steps: int, vae) -> dict:
 
 
 def run(out: Path, s: Settings, threads: int = 1, trainer: str = "builtin",
-        domain: str = "wave", jobs: int = 1) -> dict:
+        domain: str = "wave", jobs: int = 1, evaluate: bool = True) -> dict:
     """``jobs`` 2: half the data and the vocoder are built in a second (forked) process, each
-    process on one thread (``threads`` is then 1)."""
+    process on one thread (``threads`` is then 1). ``evaluate`` False stops once the model set is
+    written (evaluate it later with ``--eval-only OUT/models``)."""
     jobs = max(1, min(2, jobs))
     torch.set_num_threads(1 if jobs > 1 else threads)
     torch.manual_seed(0)
@@ -385,6 +387,9 @@ def run(out: Path, s: Settings, threads: int = 1, trainer: str = "builtin",
         cn = T.train_controlnet(model, train, latents, x_cond, s.controlnet_steps)
         save_controlnet(cn, out / "models" / CONTROLNET_FILE)
     timings["controlnet"] = time.time() - t
+    if not evaluate:
+        print("timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
+        return {"timings": timings}
     # evaluate what was written, through the product loaders
     model, cn = load_model_set(out / "models")
     t = time.time()
@@ -441,6 +446,8 @@ def main(argv=None) -> int:
     p.add_argument("--domain", choices=("mel", "wave"), default="wave",
                    help="measure the vocoder's waveforms (default: the product path) or stop at "
                         "the VAE decoder's mels")
+    p.add_argument("--train-only", action="store_true",
+                   help="stop once the model set is written in OUT/models (no evaluation)")
     p.add_argument("--eval-only", default=None,
                    help="evaluate an already trained model folder (e.g. nag_core/assets/world)")
     p.add_argument("--ship-from", default=None,
@@ -470,7 +477,8 @@ def main(argv=None) -> int:
     over = {f: getattr(a, f) for f in s.__dict__ if getattr(a, f, None) is not None}
     if over:
         s = Settings(**{**s.__dict__, **over})
-    run(Path(a.out), s, a.threads, a.controlnet_trainer, a.domain, a.jobs)
+    run(Path(a.out), s, a.threads, a.controlnet_trainer, a.domain, a.jobs,
+        evaluate=not a.train_only)
     if a.ship:
         ship_model_set(Path(a.out) / "models")
     return 0
