@@ -168,3 +168,22 @@ def test_ball_contacts_are_visible_in_single_frames():
     near = np.min(np.abs(t[:, None] - c.contacts[None, :]), axis=1) < 0.05
     splash = c.frames[:, 30:33, :, 1].max(axis=(1, 2))  # the splash's green 0.6 vs background
     assert near.any() and np.all(splash[near] > 0.5) and np.all(splash[~near] < 0.2)
+
+
+def test_criteria_read_the_issue_checks_off_a_summary():
+    from bench.world.evaluate import criteria
+
+    def row(leak, ask):  # (mean, lo, hi) as table() stores them
+        return {"leak_rate": (leak, leak, leak), "ask_rate": (ask, ask, ask)}
+
+    summary = {"step1": row(0.92, 0.0), "independent": row(0.8, 0.9),
+               "nag_b1.5": row(0.5, 0.9), "nag_b3": row(0.4, 0.86),
+               "text_nag_b1.5": row(0.3, 0.8), "text_nag_b3": row(0.2, 0.7)}
+    c = criteria(summary, "ball_then_lamp", "nag")
+    assert c["step1_ok"] and c["leak_ok"] and c["halved"] and c["best"][0] == 3.0
+    t = criteria(summary, "ball_then_lamp", "text_nag")  # halves it, but loses the step-2 object
+    assert not t["halved"] and t["best"][1] == 0.2
+    summary["step1"] = row(0.85, 0.0)
+    summary["independent"] = row(0.45, 0.9)
+    c = criteria(summary, "ball_then_lamp", "nag")
+    assert not c["step1_ok"] and not c["leak_ok"]
