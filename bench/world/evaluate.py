@@ -199,6 +199,27 @@ def _condition(model, tracks: list, domain: str) -> torch.Tensor:
     return T.mix_conditions(model, tracks)
 
 
+def sample_text_nag(net, cond, empty, earlier, x0, steps, alpha, beta):
+    """nag_core.generation.sample_text_nag (the product's) once it exists in this checkout; until
+    then the same equation, Eq. 9 with u(V,C_1) as the negative branch, through the product's
+    own pieces (one batched 3-branch call per Euler step, guidance.nag)."""
+    try:
+        from nag_core.generation import sample_text_nag as product
+    except ImportError:
+        product = None
+    if product is not None:
+        return product(net, cond, empty, earlier, x0, steps, alpha, beta)
+    from nag_core.guidance import nag
+    from nag_core.mmaudio.network import Conditions
+    from nag_core.sampling import batched_branches, euler
+
+    stacked = Conditions.cat([empty, cond, earlier[0]])
+    velocity = batched_branches(lambda x, t: net.predict_flow(x, t, stacked), 3,
+                                lambda u0, uc, ue: nag(u0, uc, ue, alpha, beta))
+    with torch.no_grad():
+        return euler(velocity, x0, steps)
+
+
 def alone_data(model, data, obj: str):
     """The evaluation videos re-rendered with ``obj`` alone (same seeds: an object's motion and
     sound do not depend on the other objects, tests/test_world.py), encoded like ``data``."""
@@ -219,8 +240,6 @@ def generate_chain(model, controlnet, data, s: Settings, seed: int = 1000,
     * oracle: the same 3-branch call with u(V_alone, C_1), V_alone the video re-rendered with
       only the step-1 object (``alone``, built when None): what an estimator that knew exactly
       the step-1 sound and nothing else could remove."""
-    from nag_core.generation import sample_text_nag
-
     net = model.network
     b = len(data)
     leak_obj, _ = ORDERS[order]
@@ -588,13 +607,17 @@ def main(argv=None) -> int:
     for f in ("train_clips", "eval_clips", "vae_steps", "vocoder_steps", "base_steps",
               "controlnet_steps", "euler_steps"):
         p.add_argument("--" + f.replace("_", "-"), type=int, default=None)
+    p.add_argument("--betas", type=float, nargs="+", default=None, help="NAG's β values")
+    p.add_argument("--text-betas", type=float, nargs="+", default=None,
+                   help="text NAG's and the oracle's β values")
     a = p.parse_args(argv)
     if a.eval_only:
         s = QUICK if a.quick else Settings()
-        if a.eval_clips or a.euler_steps:
-            s = Settings(**{**s.__dict__, **{k: v for k, v in (("eval_clips", a.eval_clips),
-                                                               ("euler_steps", a.euler_steps))
-                                             if v}})
+        over = {k: v for k, v in (("eval_clips", a.eval_clips), ("euler_steps", a.euler_steps),
+                                  ("betas", a.betas and tuple(a.betas)),
+                                  ("text_betas", a.text_betas and tuple(a.text_betas))) if v}
+        if over:
+            s = Settings(**{**s.__dict__, **over})
         evaluate_models(Path(a.eval_only), s, Path(a.out), a.threads, a.domain, a.jobs,
                         a.first_seed)
         return 0
@@ -603,6 +626,7 @@ def main(argv=None) -> int:
         return 0
     s = QUICK if a.quick else Settings()
     over = {f: getattr(a, f) for f in s.__dict__ if getattr(a, f, None) is not None}
+    over = {k: tuple(v) if isinstance(v, list) else v for k, v in over.items()}
     if over:
         s = Settings(**{**s.__dict__, **over})
     run(Path(a.out), s, a.threads, a.controlnet_trainer, a.domain, a.jobs,
