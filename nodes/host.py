@@ -34,7 +34,7 @@ def _module(name: str):
 
     Already-imported modules are used as they are (tests put fakes into sys.modules). Anything an
     import raises counts as "absent": importing comfy.model_management outside a configured
-    server can raise RuntimeError on CPU-only torch (HOST.md)."""
+    server can raise RuntimeError on CPU-only torch."""
     mod = sys.modules.get(name)
     if mod is not None:
         return mod
