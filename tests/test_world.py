@@ -187,3 +187,5 @@ def test_criteria_read_the_issue_checks_off_a_summary():
     summary["independent"] = row(0.45, 0.9)
     c = criteria(summary, "ball_then_lamp", "nag")
     assert not c["step1_ok"] and not c["leak_ok"]
+    summary["independent"] = row(0.0, 0.9)  # nothing leaks: 0 <= 0 / 2 is not a halving
+    assert not criteria(summary, "ball_then_lamp", "nag")["halved"]

@@ -411,7 +411,8 @@ def criteria(summary: dict, order: str, method: str = "nag", betas=(1.5, 3.0)) -
         m = summary.get(f"{method}_b{beta:g}")
         if m is None:
             continue
-        ok = (m["leak_rate"][0] <= indep["leak_rate"][0] / 2
+        ok = (indep["leak_rate"][0] > 0  # no leakage: nothing to halve
+              and m["leak_rate"][0] <= indep["leak_rate"][0] / 2
               and abs(m["ask_rate"][0] - indep["ask_rate"][0]) <= ASK_TOLERANCE)
         if best is None or ok or m["leak_rate"][0] < best[1]:
             best = (beta, m["leak_rate"][0], m["ask_rate"][0], ok)
@@ -431,8 +432,9 @@ def criteria_line(summary: dict, order: str) -> str:
         if c["best"] is None:
             continue
         beta, rate, ask_rate, ok = c["best"]
-        parts.append(f"{method} β={beta:g}: {leak} {rate:.2f}, {ask} {ask_rate:.2f} "
-                     f"({'halved, ' + ask + ' kept' if ok else 'not met'})")
+        verdict = ("halved, " + ask + " kept" if ok else
+                   "not met" if c["leak_rate"] > 0 else "no leakage to halve")
+        parts.append(f"{method} β={beta:g}: {leak} {rate:.2f}, {ask} {ask_rate:.2f} ({verdict})")
     c = criteria(summary, order)
     return (f"Checks: {leak} detected in its own step-1 track {c['step1_rate']:.2f} "
             f"(≥ {STEP1_MIN}: {'yes' if c['step1_ok'] else 'no'}); independent CFG's {leak} "
