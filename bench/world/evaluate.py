@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from nag_core.controlnet import load_controlnet, save_controlnet
-from nag_core.generation import sample_cfg, sample_nag, sample_negative_prompt
+from nag_core.generation import sample_cfg, sample_nag, sample_negative_prompt, sample_text_nag
 from nag_core.guidance import negative_prompt_text
 from nag_core.world.assets import CONTROLNET_FILE
 from nag_core.world.scene import CAPTIONS
@@ -197,27 +197,6 @@ def _condition(model, tracks: list, domain: str) -> torch.Tensor:
             mel = torch.from_numpy(np.stack(tracks))
             return model.network.normalize(model.vae.encode(mel).mean.transpose(1, 2))
     return T.mix_conditions(model, tracks)
-
-
-def sample_text_nag(net, cond, empty, earlier, x0, steps, alpha, beta):
-    """nag_core.generation.sample_text_nag (the product's) once it exists in this checkout; until
-    then the same equation, Eq. 9 with u(V,C_1) as the negative branch, through the product's
-    own pieces (one batched 3-branch call per Euler step, guidance.nag)."""
-    try:
-        from nag_core.generation import sample_text_nag as product
-    except ImportError:
-        product = None
-    if product is not None:
-        return product(net, cond, empty, earlier, x0, steps, alpha, beta)
-    from nag_core.guidance import nag
-    from nag_core.mmaudio.network import Conditions
-    from nag_core.sampling import batched_branches, euler
-
-    stacked = Conditions.cat([empty, cond, earlier[0]])
-    velocity = batched_branches(lambda x, t: net.predict_flow(x, t, stacked), 3,
-                                lambda u0, uc, ue: nag(u0, uc, ue, alpha, beta))
-    with torch.no_grad():
-        return euler(velocity, x0, steps)
 
 
 def alone_data(model, data, obj: str):
