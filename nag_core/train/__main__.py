@@ -11,7 +11,7 @@ import torch
 
 
 from ..errors import ConfigError, NAGFoleyError
-from .distributed import DEFAULT_TIMEOUT_MINUTES, World
+from .distributed import DEFAULT_TIMEOUT_MINUTES, World, world_from_env
 from .evaluate import DEFAULT_BETAS
 from .data import DEFAULT_SEGMENT_SECONDS
 from .ema import DEFAULT_SIGMA_RELS
@@ -106,7 +106,7 @@ def _config(a) -> TrainConfig:
 def _run_extract(a, progress: bool) -> None:
     from ..weights import find_model_files
     from .data import discover
-    from .distributed import rank_device, world_from_env
+    from .distributed import rank_device
     from .extract import ModelSegmentEncoder, extract
 
     world = world_from_env()
@@ -122,8 +122,6 @@ def _run_extract(a, progress: bool) -> None:
 
 def _run_fit(a, progress: bool) -> None:
     from .loop import fit
-
-    from .distributed import world_from_env
 
     world = world_from_env()
     result = fit(a.cache, a.models, a.out, _config(a), variant=a.variant, resume=a.resume,
@@ -261,6 +259,8 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        if not world_from_env().is_main:  # every process gets the Ctrl-C; one says so
+            return 130
         print("interrupted; `fit --resume` continues from the last checkpoint, `extract` "
               "encodes only what is not cached yet", file=sys.stderr)
         return 130
