@@ -79,7 +79,7 @@ def test_evaluate_cli_on_world_clips(tmp_path, capsys):
     report = tmp_path / "report.json"
     code = main(["evaluate", "--run", str(tmp_path), "--controlnet",
                  str(models / "nag_controlnet_world.safetensors"), "--data", str(tmp_path / "data"),
-                 "--models", str(models), "--pairs", "2", "--steps", "2", "--betas", "1",
+                 "--models", str(models), "--pairs", "2", "--steps", "2", "--betas", "1", "--prompt", "a sound",
                  "--device", "cpu", "--no-progress", "--out", str(report)])
     out = capsys.readouterr().out
     assert code == 0, out

@@ -12,7 +12,7 @@ import torch
 
 from ..errors import ConfigError, NAGFoleyError
 from .distributed import DEFAULT_TIMEOUT_MINUTES, World, world_from_env
-from .evaluate import DEFAULT_BETAS
+from .evaluate import DEFAULT_BETAS, DEFAULT_PROMPT
 from .data import DEFAULT_SEGMENT_SECONDS
 from .ema import DEFAULT_SIGMA_RELS
 from .extract import DEFAULT_COND_LUFS
@@ -223,7 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", type=int, default=50, help="at most this many pairs")
     p.add_argument("--steps", type=int, default=25, help="Euler steps per track")
     p.add_argument("--betas", type=float, nargs="+", default=list(DEFAULT_BETAS))
-    p.add_argument("--prompt", default="", help="the step-2 prompt (default empty)")
+    p.add_argument("--prompt", default=None,
+                   help="the step-2 prompt for every pair (default: each clip's caption, or "
+                        f"{DEFAULT_PROMPT!r}); with it, negative prompting with the captions "
+                        "as the earlier track's words is compared too")
     p.add_argument("--seed", type=int, default=0, help="noise of pair i: seed + i")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
     p.add_argument("--clap-checkpoint", default=None,

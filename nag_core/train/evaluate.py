@@ -1,13 +1,15 @@
 """Does a trained ControlNet separate tracks? The check a user runs on their own held-out clips.
 
 For pairs of adjacent segments (k, k+1) of held-out clips, step 2 of a chain is generated for
-segment k (its video; the prompt of --prompt, empty by default, as the ControlNet was trained)
+segment k (its video; the prompt of --prompt, else the clip's caption, else DEFAULT_PROMPT)
 against x_cond = segment k+1's audio at the inference mix level (−20 LUFS), exactly as in
-training, with every method from the same noise: independent CFG (NAG with β 0), negative
-prompting with the clip's caption standing for the words of the earlier track (only for clips
-with a caption) and NAG at each β. Each track is scored by its similarity to x_cond; what matters is the difference to the
-independent track of the same pair (negative = further from x_cond = the guidance separates),
-reported as a mean with a bootstrap confidence interval over pairs.
+training, with every method from the same noise: independent CFG (NAG with β 0), NAG at each β,
+and, when --prompt is given, negative prompting with the clip's caption standing for the words
+of the earlier track (clips with a caption; without --prompt the caption is the prompt itself
+and negating it would cancel the prompt). Each track is scored by its similarity to x_cond;
+what matters is the difference to the independent track of the same pair (negative = further
+from x_cond = the guidance separates), reported as a mean with a bootstrap confidence interval
+over pairs.
 
 Measures:
 
@@ -38,6 +40,7 @@ from .data import DEFAULT_SEGMENT_SECONDS, Source, discover, probe_duration, seg
 log = logging.getLogger("nag_core.train")
 
 DEFAULT_BETAS = (1.0, 1.5, 2.0)
+DEFAULT_PROMPT = "the sound of the video"  # for clips without a caption (a prompt is required)
 MEL_BINS_PER_BAND = 5
 POOL_SECONDS = 0.1
 RANGE_DB = 60.0
@@ -177,19 +180,20 @@ class MethodScores:
 
 def evaluate(model, controlnet, pairs: Sequence[EvalPair], *, seconds: float,
              betas: Sequence[float] = DEFAULT_BETAS, steps: int = 25, seed: int = 0,
-             prompt: str = "", clap: Optional[ClapScorer] = None, progress: bool = True) -> dict[str, MethodScores]:
+             prompt: Optional[str] = None, clap: Optional[ClapScorer] = None,
+             progress: bool = True) -> dict[str, MethodScores]:
     """Generate step 2 of every pair with every method from the same noise and score each track
     against x_cond. Returns the scores per method name, in the order they were run."""
     from ..media import decode_video, read_audio
     from ..mix import TARGET_LUFS, Track, loudness_normalize
     from ..model import VideoFeatures
-    from ..pipeline import StepSettings, generate_track
+    from ..step import StepSettings, generate_track
 
     if not betas or any(not b > 0 for b in betas):
         raise ConfigError(f"--betas must be positive numbers, got {list(betas)}")
     methods = [("independent", "independent", 0.0)] + [
         (f"nag beta={b:g}", "nag", float(b)) for b in betas]
-    if any(p.source.caption for p in pairs):
+    if prompt is not None and any(p.source.caption for p in pairs):
         methods.insert(1, ("negative_prompt", "negative_prompt", 0.0))
     scores = {name: MethodScores(name, [], []) for name, _, _ in methods}
     sr, mode = model.sample_rate, model.network.config.mode
@@ -207,11 +211,12 @@ def evaluate(model, controlnet, pairs: Sequence[EvalPair], *, seconds: float,
                                                        duration=seconds))
         else:
             features = VideoFeatures(None, None, seconds)
-        caption = pair.source.caption or ""
+        caption = (pair.source.caption or "").strip()
+        text = prompt or caption or DEFAULT_PROMPT
         for name, method, beta in methods:
             if method == "negative_prompt" and not caption:
                 continue  # no words for x_cond: this pair counts for the other methods only
-            settings = StepSettings(prompt=prompt, seed=seed + i, steps=steps, method=method,
+            settings = StepSettings(prompt=text, seed=seed + i, steps=steps, method=method,
                                     beta=beta if method == "nag" else 1.0)
             track = generate_track(model, features, settings, condition_mix=cond,
                                    controlnet=controlnet, earlier_prompts=(caption,)).wave
