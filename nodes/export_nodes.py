@@ -11,6 +11,7 @@ from nag_core.media import mux_audio_into_video, write_audio
 from nag_core.resample import resample
 
 from . import host
+from .messages import HIDDEN, node_title, reported_as
 from .values import CATEGORY, CHAIN, VIDEO, track_from_audio
 
 FORMATS = {"flac": (".flac", "pcm16"), "wav 16-bit": (".wav", "pcm16"),
@@ -38,6 +39,7 @@ def _as_mixed(track, gain_db: float, mix):
 
 
 class SaveStems:
+    DISPLAY_NAME = "Save Stems (NAG Foley)"
     DESCRIPTION = ("Writes every track of a chain as a stem and the −20 LUFS composite as mix, "
                    "into ComfyUI's output folder with numbered names (never overwriting). 'as "
                    "mixed' stems carry their gain and the mix normalisation, so they add up to "
@@ -59,9 +61,14 @@ class SaveStems:
             "stems": (["as mixed", "raw"], {"default": "as mixed",
                                             "tooltip": "Level of the stem files (see the node "
                                                        "description)."}),
-        }}
+        }, "hidden": dict(HIDDEN)}
 
-    def save(self, chain, filename_prefix="nag_foley/foley", format="flac", stems="as mixed"):
+    def save(self, chain, filename_prefix="nag_foley/foley", format="flac", stems="as mixed",
+             graph=None, node_id=None):
+        with reported_as(node_title(graph, node_id, self.DISPLAY_NAME)):
+            return self._save(chain, filename_prefix, format, stems)
+
+    def _save(self, chain, filename_prefix, format, stems):
         if format not in FORMATS:
             raise ConfigError(f"unknown format {format!r}; use one of {', '.join(FORMATS)}")
         suffix, encoding = FORMATS[format]
@@ -89,6 +96,7 @@ class SaveStems:
 
 
 class SaveVideoWithAudio:
+    DISPLAY_NAME = "Save Video With Audio (NAG Foley)"
     DESCRIPTION = ("Writes a copy of the source video file with the given audio (e.g. the final "
                    "mix) as its soundtrack, starting at the clip's start time, into ComfyUI's "
                    "output folder. The picture is copied, not re-encoded. For clips made from "
@@ -105,9 +113,13 @@ class SaveVideoWithAudio:
             "audio": ("AUDIO", {"tooltip": "The soundtrack: usually the last mix."}),
             "filename_prefix": ("STRING", {"default": "nag_foley/video",
                                            "tooltip": "Output sub-folder and file name start."}),
-        }}
+        }, "hidden": dict(HIDDEN)}
 
-    def save(self, video, audio, filename_prefix="nag_foley/video"):
+    def save(self, video, audio, filename_prefix="nag_foley/video", graph=None, node_id=None):
+        with reported_as(node_title(graph, node_id, self.DISPLAY_NAME)):
+            return self._save(video, audio, filename_prefix)
+
+    def _save(self, video, audio, filename_prefix):
         if not video.path:
             raise ConfigError("this clip was made from frames, not a file, so there is no video "
                               "to copy: use the core CreateVideo + SaveVideo nodes with the mix")
