@@ -11,7 +11,6 @@ conditions on exactly the audio the first run made.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import re
 import shutil
@@ -21,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from .atomic import write_text
 from .errors import ConfigError
 from .filehash import cached_sha256, sha256_file
 
@@ -193,10 +193,7 @@ def _write_outputs(session, out_dir: Path, video: Path, start: float, encoding: 
 
 
 def _save_record(out_dir: Path, record: dict) -> None:
-    path = out_dir / RECORD_NAME
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    os.replace(tmp, path)
+    write_text(out_dir / RECORD_NAME, json.dumps(record, indent=2))
 
 
 # --------------------------------------------------------------------------- the chain

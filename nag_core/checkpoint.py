@@ -6,13 +6,13 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Mapping
 
 import torch
 from torch import Tensor
 
+from .atomic import write_with
 from .errors import WeightsError
 
 SAFETENSORS_EXT = {".safetensors", ".sft"}
@@ -88,53 +88,13 @@ def read_state_dict(source, *, unwrap: tuple[str, ...] = ()) -> dict[str, Tensor
 
 def write_safetensors(state: Mapping[str, Tensor], path: str | os.PathLike,
                       metadata: Mapping[str, str] | None = None) -> None:
-    """Write atomically (temporary name, then rename), so a crash never leaves half a file under
+    """Write atomically (:mod:`nag_core.atomic`), so a crash never leaves half a file under
     the final name and never destroys an existing file before the new one is complete."""
     from safetensors.torch import save_file
-    p = Path(path)
-    tmp = p.with_name(p.name + ".partial")
-    with _removed_on_failure(tmp):
-        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp),
-                  metadata=dict(metadata or {}))
-        _usual_permissions(tmp)
-        os.replace(tmp, p)
-
-
-@contextmanager
-def _removed_on_failure(tmp: Path):
-    """A write that fails half way (full disk, bad tensor, Ctrl-C) leaves no ``.partial``."""
-    try:
-        yield
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _usual_permissions(path: Path) -> None:
-    """safetensors creates files readable by their owner only (0600); a weight file trained by
-    one user and served by ComfyUI as another must be readable like any other file (umask)."""
-    os.chmod(path, 0o666 & ~_umask())
-
-
-def _umask() -> int:
-    """The process umask, read without changing it where Linux allows: setting it to probe it
-    would, for an instant, give any file another thread creates open permissions."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)  # elsewhere: the classic probe
-    os.umask(mask)
-    return mask
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=dict(metadata or {})))
 
 
 def write_torch(obj, path: str | os.PathLike) -> None:
-    """torch.save atomically (temporary name, then rename)."""
-    p = Path(path)
-    tmp = p.with_name(p.name + ".partial")
-    with _removed_on_failure(tmp):
-        torch.save(obj, str(tmp))
-        os.replace(tmp, p)
+    """torch.save atomically (:mod:`nag_core.atomic`)."""
+    write_with(path, lambda tmp: torch.save(obj, str(tmp)))

@@ -179,7 +179,7 @@ def _cmd_download(a, argv) -> int:
     from .download import ensure_model_files, resolve_models_dir
     root = resolve_models_dir(a.models)
     _log(f"models folder: {root}")
-    files = ensure_model_files(a.variant, root, offline=False)
+    files = ensure_model_files(a.variant, root, offline=False, replace_smoke=True)
     _log(f"{a.variant} is complete in {root} (network: {files.network.name})")
     return 0
 

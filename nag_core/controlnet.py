@@ -1,6 +1,6 @@
 """The NAG flow estimator: an audio-conditioned ControlNet on the frozen MMAudio network.
 
-Design: /work/shared/design/NAG_CONTROLNET.md. u_ctrl(x, t, V, ∅, x_cond) is the frozen base run
+Design: README.md, "The NAG ControlNet". u_ctrl(x, t, V, ∅, x_cond) is the frozen base run
 on the (V, empty text) conditions with residuals from this module, which reads x_cond (the clean,
 normalized latent of the mix of the earlier tracks):
 

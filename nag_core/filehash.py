@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
+
+from .atomic import write_text
 
 CHUNK = 1 << 20
 CACHE_NAME = "sha256-cache.json"
@@ -38,9 +39,7 @@ def _read_cache(path: Path) -> dict:
 def _write_cache(path: Path, data: dict) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        os.replace(tmp, path)
+        write_text(path, json.dumps(data, indent=1, sort_keys=True))
     except OSError:
         pass  # a read-only cache only costs time
 

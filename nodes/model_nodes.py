@@ -11,7 +11,7 @@ import logging
 from nag_core.controlnet import load_controlnet
 from nag_core.errors import ConfigError
 from nag_core.mmaudio.tokenizer import VOCAB_NAMES
-from nag_core.smoke import MARKER as SMOKE_MARKER
+from nag_core.smoke import is_smoke_file
 from nag_core.weights import (CLIP_FILE, NETWORK_FILES, SYNCHFORMER_FILE, VAE_FILES,
                               VOCODER_FILES, ModelFiles, classify, load_model_files)
 
@@ -91,14 +91,13 @@ def missing_files_message(chosen: dict) -> str | None:
             f"{folder} fetches the small_16k set), then press R to refresh the lists.")
 
 
-def smoke_set(paths: dict) -> bool:
-    """True when the files come from the smoke-test set (random weights: noise, never Foley)."""
-    folders = {Path(p).parent for p in paths.values()} | {Path(f) for f in host.model_folders()}
-    return any((f / SMOKE_MARKER).is_file() for f in folders)
+def smoke_parts(paths: dict) -> list[str]:
+    """The parts whose file is still a smoke-test file (random weights: noise, never Foley)."""
+    return [part for part, path in paths.items() if is_smoke_file(path)]
 
 
-SMOKE_NOTE = ("smoke-test models loaded (random weights): the audio is noise. Download the real "
-              "MMAudio weights (python -m nag_core download) for Foley.")
+SMOKE_NOTE = ("smoke-test models loaded (random weights: {parts}): the audio is noise. Download "
+              "the real MMAudio weights (python -m nag_core download) for Foley.")
 
 
 class MMAudioLoader:
@@ -167,13 +166,14 @@ class MMAudioLoader:
                                bpe_vocab=_find_vocab(paths["clip"]))
             model = load_model_files(files, device=host.placement(device, bool(offload)),
                                      dtype=dtype)
-        smoke = smoke_set(paths)
+        smoke = smoke_parts(paths)
         foley = FoleyModel(model, device, bool(offload), {k: str(v) for k, v in paths.items()},
-                           smoke=smoke)
+                           smoke=bool(smoke))
         notes = [f"{model.variant}, {model.sample_rate} Hz, {str(dtype).replace('torch.', '')}"]
         if smoke:
-            log.warning("NAG Foley: %s (%s)", SMOKE_NOTE, paths["network"].parent)
-            notes.insert(0, SMOKE_NOTE)
+            note = SMOKE_NOTE.format(parts=", ".join(smoke))
+            log.warning("NAG Foley: %s (%s)", note, paths["network"].parent)
+            notes.insert(0, note)
         return {"ui": {"text": notes}, "result": (foley,)}
 
 

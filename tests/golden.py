@@ -46,6 +46,16 @@ class Golden:
         side = path.with_suffix(".json")
         self.meta = json.loads(side.read_text()) if side.exists() else {}
 
+    def input_file(self, name: str) -> tuple["Golden", str]:
+        """The golden a pipeline golden chains for input ``name`` (its sidecar's ``inputs``, e.g.
+        "network_v1_16k_reduced.safetensors : out.sample.x1_unnormalized") and the tensor key
+        named after the colon ("" when none is)."""
+        spec = self.meta.get("inputs", {}).get(name)
+        if not spec:
+            pytest.fail(f"{self.path.name}'s sidecar names no input {name!r}")
+        key = spec.partition(":")[2].split()
+        return Golden(self.path.parent / spec.split()[0]), (key[0] if key else "")
+
     def group(self, prefix: str) -> dict:
         """Tensors whose names start with ``prefix`` (e.g. "weights."), with the prefix stripped."""
         return {k[len(prefix):]: v for k, v in self.tensors.items() if k.startswith(prefix)}
@@ -55,6 +65,25 @@ class Golden:
 
     def __contains__(self, key: str) -> bool:
         return key in self.tensors
+
+
+def golden_duration(mode: str, latent: int, clip: int, sync: int) -> float:
+    """A duration (seconds) whose MMAudio sequence lengths are (latent, clip, sync) tokens.
+
+    A golden stores its tensors, not its duration; every duration with the same three lengths
+    builds the same tables, so the first match on a 1 ms grid inside the CLIP token's interval
+    (clip = int(8 * duration)) is as good as the one the golden was made with."""
+    from nag_core.errors import ConfigError
+    from nag_core.mmaudio.variants import sequence_lengths
+    for ms in range(max(1, clip * 125), (clip + 1) * 125):
+        try:
+            got = sequence_lengths(mode, ms / 1000)
+        except ConfigError:  # below the shortest duration MMAudio takes
+            continue
+        if (got.latent, got.clip, got.sync) == (latent, clip, sync):
+            return ms / 1000
+    pytest.fail(f"no {mode} duration has sequence lengths latent {latent}, clip {clip}, "
+                f"sync {sync}: the golden's tensors disagree with MMAudio's length rules")
 
 
 def load_tables() -> dict:

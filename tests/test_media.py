@@ -4,6 +4,7 @@ audio round trips, muxing, and the error messages a user sees."""
 from __future__ import annotations
 
 import math
+import re
 from fractions import Fraction
 
 import av
@@ -37,10 +38,19 @@ def test_resize_matches_golden(path):
     assert i > 0
 
 
-def test_sync_geometry_from_sidecar():
-    assert sync_geometry(270, 480) == (224, 398, 0, 87)
-    assert sync_geometry(72, 96) == (224, 298, 0, 37)
-    assert sync_geometry(480, 270) == (398, 224, 87, 0)  # portrait: crop top/bottom
+@pytest.mark.parametrize("path", golden_params("preprocess_"))
+def test_sync_geometry_from_sidecar(path):
+    # each frame's sidecar line: "HxW -> clip: ...; sync: shorter side to 224 -> H'xW', center
+    # crop 224 (top=T, left=L)"
+    g = Golden(path)
+    rule = re.compile(r"^(\d+)x(\d+) ->.*-> (\d+)x(\d+), center crop \d+ \(top=(\d+), left=(\d+)\)")
+    frames = g.meta["frames"]
+    assert frames, f"{path.name}'s sidecar describes no frames"
+    for name, text in frames.items():
+        h, w, rh, rw, top, left = map(int, rule.match(text).groups())
+        assert tuple(g[f"in.{name}_uint8"].shape[-2:]) == (h, w), name
+        assert sync_geometry(h, w) == (rh, rw, top, left), name
+        assert sync_geometry(w, h) == (rw, rh, left, top), f"{name} turned portrait"
 
 
 @pytest.mark.parametrize("hw,out", [((63, 95), (384, 384)), ((17, 5), (40, 3)), ((300, 201), (224, 149)),

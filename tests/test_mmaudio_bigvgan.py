@@ -47,6 +47,8 @@ def test_vocoder_golden(golden, naming):
     if "out.wave_weight_norm_active" in golden:
         assert_close(out, golden["out.wave_weight_norm_active"], 1e-5, "wave (weight norm on)")
     assert out.abs().max() <= 1.0
+    # Only some goldens store the folded weights (the v2 one does not); where they are absent the
+    # output waves above are the check, so an empty group here is expected, not a silent skip.
     for name, ref in golden.group("dbg.after_remove_weight_norm.").items():
         assert_close(voc.state_dict()[name], ref, 1e-6, name)
 

@@ -6,19 +6,16 @@ from nag_core.mmaudio.bigvgan import load_vocoder, tiny_vocoder
 from nag_core.mmaudio.decode import decode_latents, encode_audio
 from nag_core.mmaudio.mel import mel_converter
 from nag_core.mmaudio.vae import load_vae, tiny_vae
-from tests.golden import GOLDEN_DIR, Golden, assert_close, golden_params
-
-# pipeline golden -> the component goldens it chains (FACTS §11)
-PARTS = {"16k": ("network_v1_16k_reduced", "vae_16k_reduced", "bigvgan_16k_reduced"),
-         "44k": ("network_v2_44k_reduced", "vae_44k_reduced", "bigvgan_v2_44k_reduced")}
+from tests.golden import Golden, assert_close, golden_params
 
 
 @pytest.mark.parametrize("path", golden_params("pipeline_"))
 def test_pipeline_decode_golden(path):
+    # the sidecar names the component goldens this pipeline golden chains, and the latent's key
     g = Golden(path)
-    mode = "16k" if "16k" in path.stem else "44k"
-    net, vae_file, voc_file = (Golden(GOLDEN_DIR / f"{n}.safetensors") for n in PARTS[mode])
-    latent = net["out.sample.x1_unnormalized"]
+    net, latent_key = g.input_file("latent")
+    (vae_file, _), (voc_file, _) = g.input_file("vae"), g.input_file("vocoder")
+    latent = net[latent_key]
     vae = load_vae(vae_file.group("weights."), need_encoder=False)
     voc = load_vocoder(voc_file.group("weights."))
     wave = decode_latents(vae, voc, latent)

@@ -1,5 +1,5 @@
 """The product must work where torchvision, open_clip and timm cannot be imported at all, as on
-a CPU-only Linux torch (FACTS §10): the encoders import (and find the tokenizer vocabulary), and
+a CPU-only Linux torch (docs/MMAUDIO.md, Environment): the encoders import (and find the tokenizer vocabulary), and
 `import nag_core`, the node pack and a complete tiny-model generation run in a fresh interpreter
 with those packages blocked."""
 

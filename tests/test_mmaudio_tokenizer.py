@@ -131,3 +131,37 @@ def test_tiny_vocab_drives_a_tiny_clip(tmp_path):
     assert tokenizer.encode("the") == [tokenizer.encoder["the</w>"]]  # a learned whole word
     feats = tiny_clip(seed=0, vocab_size=tokenizer.vocab_size, width=64, layers=1).encode_text(ids)
     assert feats.shape == (3, 77, 64) and torch.isfinite(feats).all()
+
+
+def test_a_gzip_bomb_is_refused_without_unpacking_it(tmp_path):
+    import gzip
+    import tracemalloc
+
+    from nag_core.filecheck import MAX_GZIP_BYTES
+    bomb = tmp_path / "bpe_simple_vocab_16e6.txt.gz"
+    text = b"#version: 0.2\n" + b"a b\n" * ((2 * MAX_GZIP_BYTES) // 4)  # twice the bound
+    bomb.write_bytes(gzip.compress(text, compresslevel=9))
+    assert bomb.stat().st_size < len(text) // 100
+    del text
+    tracemalloc.start()
+    try:
+        with pytest.raises(WeightsError, match="unpacks to more than") as e:
+            tk.ClipTokenizer(bomb)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(bomb) in str(e.value)
+    assert peak < 2 * MAX_GZIP_BYTES  # the bound, not the unpacked size, limits the memory
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_a_damaged_gzip_vocabulary_is_a_clear_error(tmp_path, damage):
+    good = tk.write_tiny_bpe_vocab(tmp_path / "good.txt.gz").read_bytes()
+    bad = tmp_path / "bpe_simple_vocab_16e6.txt.gz"
+    bad.write_bytes(good[: len(good) // 2] if damage == "truncated"
+                    else good[:10] + bytes(range(256)) * 4)
+    with pytest.raises(WeightsError) as e:
+        tk.ClipTokenizer(bad)
+    msg = str(e.value)
+    assert str(bad) in msg and "damaged" in msg and "download it again" in msg
+    assert ("cut off" if damage == "truncated" else "not valid gzip") in msg

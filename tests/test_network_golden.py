@@ -7,14 +7,14 @@ import functools
 import pytest
 import torch
 
-from golden import Golden, assert_close, golden_params
+from golden import Golden, assert_close, golden_duration, golden_params
 from nag_core.generation import cfg_velocity, sample_cfg
 from nag_core.mmaudio.network import Conditions, MMAudioNetwork
 from nag_core.mmaudio.variants import NetworkConfig, sequence_lengths
 
 COND_FIELDS = ("clip_f", "sync_f", "text_f", "clip_f_c", "text_f_c")
-FWD = 1e-5  # FACTS §11: single forward passes
-RUN = 1e-4  # FACTS §11: complete 4-step Euler + CFG runs
+FWD = 1e-5  # the goldens' stated tolerance for single forward passes
+RUN = 1e-4  # ... and for complete Euler + CFG runs (errors accumulate over the steps)
 
 
 @functools.lru_cache(maxsize=None)
@@ -27,13 +27,20 @@ def _load(path):
                         clip_dim=k["clip_dim"], sync_dim=k["sync_dim"], text_dim=k["text_dim"],
                         text_seq_len=k["text_seq_len"], mlp_ratio=k["mlp_ratio"], v2=k["v2"],
                         mode=mode)
-    # Built at 8 s and then switched, as the golden's module was (update_seq_lengths).
-    net = MMAudioNetwork(cfg, duration=8.0)
+    # Built at the constructor's lengths and then switched to the lengths of the stored inputs,
+    # as the golden's module was (update_seq_lengths); both durations come from the golden itself.
+    net = MMAudioNetwork(cfg, duration=golden_duration(mode, k["latent_seq_len"],
+                                                       k["clip_seq_len"], k["sync_seq_len"]))
     assert net.latent_seq_len == k["latent_seq_len"] and net.sync_seq_len == k["sync_seq_len"]
-    net.set_duration(1.0)
+    net.set_duration(_input_duration(g, mode))
     net.load_state_dict(g.group("weights."), strict=True)
     net.eval().requires_grad_(False)
     return g, net
+
+
+def _input_duration(g, mode: str) -> float:
+    return golden_duration(mode, g["in.latent"].shape[1], g["in.clip_f"].shape[1],
+                           g["in.sync_f"].shape[1])
 
 
 def _cond(g, prefix) -> Conditions:
@@ -158,7 +165,7 @@ def test_euler_cfg_run(path, run):
 
         from nag_core.sampling import euler, time_grid
         steps = len([k for k in g.tensors if k.startswith(f"out.{run}.step") and k.endswith(".t")])
-        assert steps == 4
+        assert steps >= 1, f"{path.name} holds no out.{run}.step*.t tensors"
         assert torch.equal(time_grid(steps), g["out.sample.time_grid"])
         x1 = euler(velocity, g["in.x0"], steps)
         for i, (t, x, v) in enumerate(seen):
@@ -185,6 +192,6 @@ def test_normalize_unnormalize(path):
 @pytest.mark.parametrize("path", golden_params("network_"))
 def test_sequence_relation_matches_mode(path):
     g, net = _load(path)
-    lengths = sequence_lengths(net.config.mode, 1.0)
+    lengths = sequence_lengths(net.config.mode, _input_duration(g, net.config.mode))
     assert (lengths.latent, lengths.clip, lengths.sync) == (
         g["in.latent"].shape[1], g["in.clip_f"].shape[1], g["in.sync_f"].shape[1])

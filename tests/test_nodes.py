@@ -14,7 +14,7 @@ from nodes_support import (CONTROLNET_FILE, DEMO_SECONDS, DEMO_VIDEO, MODEL_FILE
                            controlnet_models, load_pack, loaded, result, submodule, use_workspace,
                            write_controlnet)
 
-# Core node ids (HOST.md §1): a custom id equal to one of them is silently dropped by ComfyUI.
+# Core node ids: a custom id equal to one of them is silently dropped by ComfyUI.
 CORE_IDS = {"LoadVideo", "LoadAudio", "SaveAudio", "PreviewAudio", "SaveAudioMP3", "SaveAudioOpus",
             "RecordAudio", "EmptyAudio", "TrimAudioDuration", "SplitAudioChannels", "AudioConcat",
             "AudioMerge", "AudioAdjustVolume", "EmptyLatentAudio", "VAEEncodeAudio",

@@ -1,15 +1,16 @@
-"""Safe output paths: never overwrite an input, write under a temporary name then rename."""
+"""Safe output paths: never overwrite an input, write under a temporary name then rename
+(:mod:`nag_core.atomic`)."""
 
 from __future__ import annotations
 
 import os
-import secrets
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import av
 
+from ..atomic import atomic_path
 from ..errors import ConfigError, MediaError
 
 
@@ -30,13 +31,6 @@ def check_not_input(out_path, inputs) -> None:
                               f"be destroyed. Choose another output path.")
 
 
-def temp_beside(out_path: Path) -> Path:
-    """A temporary name in the destination folder (same file system, so the final rename is
-    atomic), keeping the extension so the container format is recognised."""
-    token = secrets.token_hex(4)
-    return out_path.with_name(f".{out_path.stem}.partial-{os.getpid()}-{token}{out_path.suffix}")
-
-
 def prepare_output(out_path) -> Path:
     p = Path(os.fspath(out_path)).expanduser()
     if p.is_dir():
@@ -46,28 +40,12 @@ def prepare_output(out_path) -> Path:
     return p
 
 
-def finish_atomic(tmp: Path, out: Path) -> None:
-    os.replace(tmp, out)
-
-
-def discard(tmp: Path) -> None:
-    try:
-        tmp.unlink()
-    except OSError:
-        pass
-
-
 @contextmanager
 def written_atomically(out: Path) -> Iterator[Path]:
     """Yields a temporary path beside ``out`` to write to; on success it is renamed to ``out``,
     on any failure it is deleted (an FFmpeg failure becomes a MediaError naming ``out``)."""
-    tmp = temp_beside(out)
     try:
-        yield tmp
-        finish_atomic(tmp, out)
+        with atomic_path(out) as tmp:
+            yield tmp
     except av.FFmpegError as e:
-        discard(tmp)
         raise MediaError(f"could not write {out}: FFmpeg: {e.strerror or e}") from None
-    except BaseException:
-        discard(tmp)
-        raise

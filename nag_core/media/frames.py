@@ -1,6 +1,6 @@
 """Picking the CLIP (8 fps) and Synchformer (25 fps) frame streams by presentation time.
 
-The rule is MMAudio's (FACTS §3.1): for each target rate, a decoded frame at relative time ``t``
+The rule is MMAudio's (docs/MMAUDIO.md, Video frames): for each target rate, a decoded frame at relative time ``t``
 is emitted while ``t >= next target time``, the target then advancing by 1/fps; frames repeat when
 the source is slower than the target, and frames past the duration are skipped. Then the
 truncation of §3.4. The official code compares float times against a float sum of 1/fps steps;
@@ -27,7 +27,7 @@ from .resize import CLIP_SIZE, SYNC_SIZE, clip_resize, sync_resize
 
 CLIP_FPS = 8
 SYNC_FPS = 25
-MIN_DURATION = 0.64  # below this the Synchformer gets zero 16-frame segments (FACTS §3.5)
+MIN_DURATION = 0.64  # below this the Synchformer gets zero 16-frame segments (docs/MMAUDIO.md)
 _BATCH = 16  # raw frames resized together
 
 
@@ -171,7 +171,7 @@ class StreamCollector:
         self.pending = []
 
     def finish(self) -> tuple[Tensor, Tensor, float]:
-        """Truncation (FACTS §3.4, float arithmetic as the official code and the model's
+        """Truncation (docs/MMAUDIO.md, float arithmetic as the official code and the model's
         sequence lengths use): duration = min(requested, n_clip/8, n_sync/25), then cut."""
         self.flush()
         clip = torch.cat(self.clip_out) if self.clip_out else torch.empty(0, 3, CLIP_SIZE, CLIP_SIZE, dtype=torch.uint8)

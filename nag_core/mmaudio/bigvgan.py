@@ -1,4 +1,4 @@
-"""BigVGAN vocoders (FACTS §9): v1 for 16 kHz (best_netG.pt, tanh output, conv_post bias) and
+"""BigVGAN vocoders (docs/MMAUDIO.md): v1 for 16 kHz (best_netG.pt, tanh output, conv_post bias) and
 NVIDIA BigVGAN-v2 44 kHz (bigvgan_generator.pt, clamp(-1, 1) output, no conv_post bias).
 
 One generator serves both. Released files store weight-normed convolutions, either under the

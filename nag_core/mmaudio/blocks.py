@@ -1,4 +1,4 @@
-"""Building blocks of the MMAudio flow network (FACTS §4.1-4.9).
+"""Building blocks of the MMAudio flow network (docs/MMAUDIO.md).
 
 Attribute names are the checkpoint's key names (``attn.qkv``, ``adaLN_modulation.1``, ``ffn.w1``,
 ...), so ``load_state_dict`` takes the released files as they are.

@@ -1,4 +1,4 @@
-"""Glue between the flow network's latents and audio (FACTS §3 items 10-12).
+"""Glue between the flow network's latents and audio (docs/MMAUDIO.md).
 
 decode: unnormalised latent (B, N, C) -> VAE decoder (channel-first) -> log-mel (B, n_mels, 2N)
         -> vocoder -> wave (B, 1, 2N * hop).

@@ -1,4 +1,4 @@
-"""Log-mel spectrograms exactly as MMAudio computes them (FACTS §5).
+"""Log-mel spectrograms exactly as MMAudio computes them (docs/MMAUDIO.md, Mel, VAE and vocoders).
 
 16k: 1024-point STFT, hop 256, 80 Slaney mels up to 8 kHz, log10.
 44k: 2048-point STFT, hop 512, 128 Slaney mels up to 22.05 kHz, natural log.

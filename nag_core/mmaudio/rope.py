@@ -1,5 +1,5 @@
 """Rotary position embedding as MMAudio applies it: rotation of ADJACENT channel pairs
-(2k, 2k+1) of each head, tables kept in float32 (FACTS §4.3)."""
+(2k, 2k+1) of each head, tables kept in float32 (docs/MMAUDIO.md)."""
 
 from __future__ import annotations
 

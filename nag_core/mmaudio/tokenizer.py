@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 from ..errors import WeightsError
+from ..filecheck import MAX_GZIP_BYTES, read_gzip
 
 VOCAB_NAME = "bpe_simple_vocab_16e6.txt.gz"
 VOCAB_NAMES = (VOCAB_NAME, "bpe_simple_vocab_16e6.txt")
@@ -202,9 +203,7 @@ def byte_symbols() -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 
 def _read_merges(path: Path, max_merges: int) -> list[tuple[str, str]]:
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
+    raw = _read_bounded(path)
     try:
         lines = raw.decode("utf-8").split("\n")[1:]  # line 0 is a version header
     except UnicodeDecodeError:
@@ -223,6 +222,24 @@ def _read_merges(path: Path, max_merges: int) -> list[tuple[str, str]]:
     if not merges:
         raise WeightsError(f"{path} holds no BPE merges; expected {VOCAB_NAME}")
     return merges
+
+
+def _read_bounded(path: Path) -> bytes:
+    """The merges text, packed or not, never more than MAX_GZIP_BYTES of it in memory (a
+    gzip bomb or a huge file under the vocabulary's name is refused, not read)."""
+    try:
+        with open(path, "rb") as f:
+            packed = f.read(2) == b"\x1f\x8b"
+        size = path.stat().st_size
+    except OSError as e:
+        raise WeightsError(f"cannot read the CLIP BPE vocabulary {path}: {e.strerror or e}") \
+            from None
+    if packed:
+        return read_gzip(path, MAX_GZIP_BYTES)
+    if size > MAX_GZIP_BYTES:
+        raise WeightsError(f"{path} is {size >> 20} MB, far more than a CLIP BPE vocabulary; "
+                           f"expected {VOCAB_NAME}")
+    return path.read_bytes()
 
 
 class ClipTokenizer:
@@ -416,9 +433,7 @@ def write_tiny_bpe_vocab(path: str | os.PathLike, words: str = TINY_WORDS,
     token-embedding rows (``ClipTokenizer(path).vocab_size``)."""
     merges = learn_merges(words.lower().split(), num_merges)
     text = "#version: tiny test vocabulary\n" + "".join(f"{a} {b}\n" for a, b in merges)
+    from ..atomic import write_bytes
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".partial")
-    tmp.write_bytes(gzip.compress(text.encode("utf-8"), mtime=0))
-    os.replace(tmp, p)
-    return p
+    return write_bytes(p, gzip.compress(text.encode("utf-8"), mtime=0))

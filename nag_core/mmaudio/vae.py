@@ -1,4 +1,4 @@
-"""MMAudio's 1-D mel VAE (FACTS §6): EDM2-style magnitude-preserving convolutions over mel frames.
+"""MMAudio's 1-D mel VAE (docs/MMAUDIO.md, Mel, VAE and vocoders): EDM2-style magnitude-preserving convolutions over mel frames.
 
 Checkpoints (v1-16.pth, v1-44.pth) are flat state dicts with the RAW MPConv1D weights; at load
 every weight is re-normalised once per output row (``normalize_weights_``), as the official

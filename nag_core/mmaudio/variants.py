@@ -1,7 +1,7 @@
 """MMAudio network variants, audio modes and the duration -> sequence-length relations.
 
 Everything here is configuration: no tensors. The numbers come from the released checkpoints
-(FACTS §2) and the official SequenceConfig (FACTS §3 item 5).
+and the official sequence lengths (docs/MMAUDIO.md, Variants and sequence lengths).
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ class SequenceLengths:
 
 
 def sequence_lengths(mode: str | AudioMode, duration: float) -> SequenceLengths:
-    """Token counts for ``duration`` seconds, with the official float arithmetic (FACTS §3.5)."""
+    """Token counts for ``duration`` seconds, with the official float arithmetic (docs/MMAUDIO.md)."""
     m = MODES[mode] if isinstance(mode, str) and mode in MODES else mode
     if not isinstance(m, AudioMode):
         raise ConfigError(f"unknown audio mode {mode!r}; use one of {sorted(MODES)}")
