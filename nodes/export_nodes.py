@@ -7,7 +7,7 @@ import os
 import torch
 
 from nag_core.errors import ConfigError
-from nag_core.media import mux_audio_into_video, write_audio
+from nag_core.media import mux_audio_into_clip, mux_audio_into_video, write_audio
 from nag_core.resample import resample
 
 from . import host
@@ -17,6 +17,7 @@ from .values import CATEGORY, CHAIN, VIDEO, track_from_audio
 FORMATS = {"flac": (".flac", "pcm16"), "wav 16-bit": (".wav", "pcm16"),
            "wav 32-bit float": (".wav", "float")}
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm"}
+SCORED_CLIP, WHOLE_VIDEO = "scored clip", "whole video"
 
 
 def _free_name(folder: str, name: str, counter: int, suffixes: list[str]) -> int:
@@ -97,10 +98,12 @@ class SaveStems:
 
 class SaveVideoWithAudio:
     DISPLAY_NAME = "Save Video With Audio (NAG Foley)"
-    DESCRIPTION = ("Writes a copy of the source video file with the given audio (e.g. the final "
-                   "mix) as its soundtrack, starting at the clip's start time, into ComfyUI's "
-                   "output folder. The picture is copied, not re-encoded. For clips made from "
-                   "IMAGE batches use the core CreateVideo + SaveVideo nodes instead.")
+    DESCRIPTION = ("Writes the video with the given audio (e.g. the final mix) as its soundtrack "
+                   "into ComfyUI's output folder. 'scored clip' (default): only the part that was "
+                   "given sound (Load Video's start and duration), its picture re-encoded so the "
+                   "cut is exact. 'whole video': the whole source file, picture copied as it is, "
+                   "the audio placed at the clip's start. For clips made from IMAGE batches use "
+                   "the core CreateVideo + SaveVideo nodes instead.")
     CATEGORY = CATEGORY
     FUNCTION = "save"
     OUTPUT_NODE = True
@@ -113,13 +116,20 @@ class SaveVideoWithAudio:
             "audio": ("AUDIO", {"tooltip": "The soundtrack: usually the last mix."}),
             "filename_prefix": ("STRING", {"default": "nag_foley/video",
                                            "tooltip": "Output sub-folder and file name start."}),
+            "keep": ([SCORED_CLIP, WHOLE_VIDEO], {
+                "default": SCORED_CLIP,
+                "tooltip": "scored clip: only start..start+duration (picture re-encoded). whole "
+                           "video: the whole file, picture copied, audio at the clip's start."}),
         }, "hidden": dict(HIDDEN)}
 
-    def save(self, video, audio, filename_prefix="nag_foley/video", graph=None, node_id=None):
+    def save(self, video, audio, filename_prefix="nag_foley/video", keep=SCORED_CLIP,
+             graph=None, node_id=None):
         with reported_as(node_title(graph, node_id, self.DISPLAY_NAME)):
-            return self._save(video, audio, filename_prefix)
+            return self._save(video, audio, filename_prefix, keep)
 
-    def _save(self, video, audio, filename_prefix):
+    def _save(self, video, audio, filename_prefix, keep):
+        if keep not in (SCORED_CLIP, WHOLE_VIDEO):
+            raise ConfigError(f"unknown keep {keep!r}; use {SCORED_CLIP!r} or {WHOLE_VIDEO!r}")
         if not video.path:
             raise ConfigError("this clip was made from frames, not a file, so there is no video "
                               "to copy: use the core CreateVideo + SaveVideo nodes with the mix")
@@ -129,7 +139,11 @@ class SaveVideoWithAudio:
         folder, name, counter, subfolder = host.save_path(filename_prefix)
         counter = _free_name(folder, name, counter, [suffix])
         filename = f"{name}_{counter:05}_{suffix}"
-        mux_audio_into_video(video.path, track.wave, track.sample_rate,
-                             os.path.join(folder, filename), start=video.start)
+        out = os.path.join(folder, filename)
+        if keep == WHOLE_VIDEO:
+            mux_audio_into_video(video.path, track.wave, track.sample_rate, out, start=video.start)
+        else:
+            mux_audio_into_clip(video.path, track.wave, track.sample_rate, out, start=video.start,
+                                duration=video.duration)
         return {"ui": {"images": [{"filename": filename, "subfolder": subfolder,
                                    "type": "output"}], "animated": (True,)}}

@@ -389,21 +389,49 @@ def test_save_stems_numbers_files_and_stems_add_up(monkeypatch):
     torch.testing.assert_close(s1 + s2, mix, atol=1e-5, rtol=0)
 
 
-def test_save_video_with_audio_muxes_a_copy(monkeypatch):
+def _streams(path):
     import av
+    from fractions import Fraction
+    with av.open(str(path)) as f:
+        v = f.streams.video[0]
+        origin = Fraction(f.start_time or 0, 1_000_000)  # the container's time 0
+        times = [Fraction(fr.pts) * v.time_base - origin for fr in f.decode(v)]
+        if not f.streams.audio:
+            return times, 0, None, 0, len(f.streams.video)
+        f.seek(0)
+        a = f.streams.audio[0]
+        samples = sum(fr.samples for fr in f.decode(a))
+        return times, samples, a.rate, len(f.streams.audio), len(f.streams.video)
+
+
+def test_save_video_with_audio_writes_the_scored_clip_or_the_whole_video(monkeypatch):
+    from nag_core.media import decode_video
     root = use_workspace(monkeypatch)
-    _, _, clip, _ = loaded(monkeypatch)
-    audio = {"waveform": 0.1 * torch.randn(1, 1, 32000), "sample_rate": 16000}
-    ui = nodes()["NAGFoley_SaveVideoWithAudio"]().save(clip, audio, "vidtest/out")["ui"]
+    src = root / "input" / DEMO_VIDEO
+    whole, *_ = _streams(src)
+    start, duration = 0.4, 1.0
+    clip = decode_video(src, start, duration)
+    audio = {"waveform": 0.1 * torch.randn(1, 1, 16000), "sample_rate": 16000}
+    node = nodes()["NAGFoley_SaveVideoWithAudio"]()
+    ui = node.save(clip, audio, "vidtest/out")["ui"]
     name = ui["images"][0]["filename"]
     assert name == "out_00001_.mp4"
-    with av.open(str(root / "output" / "vidtest" / name)) as f:
-        assert len(f.streams.audio) == 1 and len(f.streams.video) == 1
-    frames = nodes()["NAGFoley_VideoFromFrames"]().convert(25.0, 0.0, 1.0,
-                                                           images=torch.rand(30, 16, 16, 3))[0]
+    times, samples, rate, n_audio, n_video = _streams(root / "output" / "vidtest" / name)
+    assert n_audio == 1 and n_video == 1
+    from fractions import Fraction
+    lo, hi = Fraction(repr(start)), Fraction(repr(start)) + Fraction(repr(duration))
+    in_clip = [t for t in whole if lo <= t < hi]  # the exact seconds the user typed
+    assert in_clip and len(times) == len(in_clip)  # exactly the frames of the clip
+    assert float(times[0]) == pytest.approx(0.0, abs=1e-3)
+    assert samples / rate == pytest.approx(duration, abs=0.07)  # AAC frames of 1024 samples
+    ui = node.save(clip, audio, "vidtest/out", keep="whole video")["ui"]
+    times, *_ = _streams(root / "output" / "vidtest" / ui["images"][0]["filename"])
+    assert len(times) == len(whole)  # the whole source, picture copied
+    frames = result(nodes()["NAGFoley_VideoFromFrames"]().convert(
+        25.0, 0.0, 1.0, images=torch.rand(30, 16, 16, 3)))[0]
     from nag_core.errors import ConfigError
     with pytest.raises(ConfigError, match="CreateVideo"):
-        nodes()["NAGFoley_SaveVideoWithAudio"]().save(frames, audio, "vidtest/out")
+        node.save(frames, audio, "vidtest/out")
 
 
 def test_comfyui_services_are_used_when_present(monkeypatch):

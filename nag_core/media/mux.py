@@ -138,3 +138,72 @@ def _reencode_stream(dst, vin):
     vout.time_base = vin.time_base
     vout.codec_context.time_base = vin.time_base
     return vout
+
+
+def mux_audio_into_clip(video_path, wave, sample_rate: int, out_path, start: float,
+                        duration: float) -> str:
+    """Write ``out_path``: the part of ``video_path`` from ``start`` to ``start + duration``
+    seconds (the clip that was scored) with ``wave`` as its only audio track from the clip's
+    first frame.
+
+    The picture is re-encoded (H.264, VP9 for WebM): a cut that begins between two keyframes
+    cannot be copied packet by packet without showing frames from before ``start``. Written under
+    a temporary name and renamed at the end; the input is never modified."""
+    src = check_file(video_path, "video")
+    out = prepare_output(out_path)
+    check_not_input(out, [src])
+    check_times(start, duration)
+    w = _as_channels_first(wave)
+    if w.shape[0] > 2:
+        w = w.mean(0, keepdim=True)
+    codec, rate = _audio_plan(out.suffix, int(sample_rate))
+    if rate != int(sample_rate):
+        w = resample(w, int(sample_rate), rate)
+    w = w[:, :int(round(float(duration) * rate))]
+    with written_atomically(out) as tmp:
+        _write_clip(src, tmp, w, rate, codec, Fraction(repr(float(start))),
+                    Fraction(repr(float(duration))))
+    return str(out)
+
+
+def _write_clip(src, tmp, wave, rate: int, codec: str, start: Fraction, duration: Fraction):
+    inp = open_input(src, "video")
+    try:
+        vin = video_stream(inp, src)
+        origin = time_origin(inp)
+        length = stream_length(inp, vin)
+        if length is not None and float(start) >= length:
+            raise ConfigError(f"start {float(start):g} s is past the end of the video ({length:.3f} s)")
+        with av.open(str(tmp), "w") as dst:
+            vout = _reencode_stream(dst, vin)
+            aout = dst.add_stream(codec, rate=rate)
+            aout.layout = "mono" if wave.shape[0] == 1 else "stereo"
+            audio_packets = _encode_audio(aout, wave, rate, 0)
+            if vin.time_base is not None and start > 0:  # from the keyframe before the cut
+                inp.seek(int((origin + start) / vin.time_base), stream=vin, backward=True)
+            ai, frames = 0, 0
+            for frame in inp.decode(vin):
+                if frame.pts is None:
+                    continue
+                t = Fraction(frame.pts) * vin.time_base - origin
+                if t < start:
+                    continue
+                if t >= start + duration:
+                    break
+                frame.pts = int(round((t - start) / vin.time_base))
+                frame.time_base = vin.time_base
+                while ai < len(audio_packets) and _packet_time(audio_packets[ai]) <= t - start:
+                    dst.mux(audio_packets[ai])
+                    ai += 1
+                for p in vout.encode(frame):
+                    dst.mux(p)
+                frames += 1
+            if frames == 0:
+                raise ConfigError(f"the video has no frame between {float(start):g} s and "
+                                  f"{float(start + duration):g} s")
+            for p in vout.encode():
+                dst.mux(p)
+            for p in audio_packets[ai:]:
+                dst.mux(p)
+    finally:
+        inp.close()
