@@ -47,12 +47,11 @@ class FoleyModel:
     load_device: torch.device
     offload: bool
     files: dict
+    smoke: bool = False  # the smoke-test set (random weights): never real Foley
 
     @property
     def sample_rate(self) -> int:
         return self.model.sample_rate
-
-    smoke: bool = False  # the smoke-test set (random weights): never real Foley
 
     def active(self, *extra: torch.nn.Module):
         """Context: the model (and ``extra`` modules, e.g. a ControlNet) on the load device,

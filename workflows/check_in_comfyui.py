@@ -149,6 +149,8 @@ def run_ui(args) -> None:
     files = sorted(HERE.glob("*.json"))
     if not files:
         raise SystemExit(f"no UI workflows in {HERE}")
+    # A first visit opens the template browser over the canvas: mark the tour as done.
+    call(args.url, "/settings/Comfy.TutorialCompleted", True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=args.chromium, args=[
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -159,6 +161,7 @@ def run_ui(args) -> None:
         for path in files:
             workflow = json.loads(path.read_text())
             # what dropping the file on the canvas does
+            page.keyboard.press("Escape")  # any dialog still open
             page.evaluate("wf => window.app.loadGraphData(wf, true, true, 'nag')", workflow)
             page.wait_for_timeout(1500)
             page.screenshot(path=str(shots / f"{path.stem}_loaded.png"))
