@@ -247,6 +247,8 @@ def load_model_files(files: ModelFiles, *, device="cpu", dtype=None):
     clip = load_clip(files.clip)
     synchformer = load_synchformer(files.synchformer)
     tokenizer = load_tokenizer(files.bpe_vocab, weights_path=files.clip.parent)
-    model = MMAudioModel(network, vae, vocoder, clip, synchformer, tokenizer, variant=variant)
+    from .windows import trained_duration
+    model = MMAudioModel(network, vae, vocoder, clip, synchformer, tokenizer, variant=variant,
+                         trained_duration=trained_duration(files.network.parent))
     model.to(device=torch.device(device), dtype=dtype or torch.float32)
     return model
