@@ -7,7 +7,7 @@ import os
 import torch
 
 from nag_core.errors import ConfigError
-from nag_core.media import mux_audio_into_clip, mux_audio_into_video, write_audio
+from nag_core.media import mux_audio_into_video, write_audio
 from nag_core.resample import resample
 
 from . import host
@@ -139,11 +139,11 @@ class SaveVideoWithAudio:
         folder, name, counter, subfolder = host.save_path(filename_prefix)
         counter = _free_name(folder, name, counter, [suffix])
         filename = f"{name}_{counter:05}_{suffix}"
-        out = os.path.join(folder, filename)
-        if keep == WHOLE_VIDEO:
-            mux_audio_into_video(video.path, track.wave, track.sample_rate, out, start=video.start)
-        else:
-            mux_audio_into_clip(video.path, track.wave, track.sample_rate, out, start=video.start,
-                                duration=video.duration)
+        wave = track.wave
+        if keep == SCORED_CLIP:  # the segment follows the audio: never past the scored clip
+            wave = wave[..., :int(round(video.duration * track.sample_rate))]
+        mux_audio_into_video(video.path, wave, track.sample_rate,
+                             os.path.join(folder, filename), start=video.start,
+                             trim=keep == SCORED_CLIP)
         return {"ui": {"images": [{"filename": filename, "subfolder": subfolder,
                                    "type": "output"}], "animated": (True,)}}
