@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from nag_core.defaults import (ALPHA_DEFAULT, AUTO, BETA_DEFAULT, METHOD_CHOICES,
+                               METHOD_DEFAULT, SEED_DEFAULT, SEED_MAX, STEPS_DEFAULT, TAKES_MAX,
+                               check_method, resolve_method)
 from nag_core.errors import ConfigError
-from nag_core.guidance import ALPHA_DEFAULT, BETA_DEFAULT
 from nag_core.mix import Normalized, loudness_normalize
-from nag_core.pipeline import METHODS, StepSettings, generate_track
+from nag_core.pipeline import StepSettings, generate_track
 
 from . import host
 from .messages import HIDDEN, node_title, reported_as, where
@@ -13,16 +15,7 @@ from .previews import preview_entries
 from .values import (CATEGORY, CONTROLNET, FEATURES, MODEL, PROMPT_KEY, SEEDS_KEY, FoleyModel,
                      audio_dict, is_normalized_mix, prompts_of, track_from_audio)
 
-MAX_SEED = 0xFFFFFFFFFFFFFFFF
-AUTO = "auto"
-METHOD_CHOICES = (AUTO,) + tuple(METHODS)
-
-
-def resolve_method(method: str, has_controlnet: bool) -> str:
-    """What ``auto`` runs: NAG with a ControlNet connected, else the training-free default."""
-    if method != AUTO:
-        return method
-    return "nag" if has_controlnet else "negative_prompt"
+NEEDS_EARLIER_PROMPTS = ("negative_prompt", "text_nag")  # their negative branch is that text
 
 
 def conditioning_mix(negative_audio) -> Normalized:
@@ -49,10 +42,13 @@ class NAGSampler:
     DESCRIPTION = (
         "Generates one track for a prompt. Without negative_audio this is step 1 (plain CFG). With "
         "the mix so far (MixAndNormalize's mix output) the new track is pushed away from it: "
-        "'auto' = NAG when a ControlNet is connected, else the best method without one; 'nag' = "
-        "Negative Audio Guidance (needs a ControlNet), 'negative_prompt' = CFG with the earlier "
-        "prompts as negative text (taken from the mix, or type them into negative_text), "
-        "'independent' = ignore the earlier steps. Same inputs and seed give the same audio.")
+        "'auto' = NAG when a ControlNet is connected, else text_nag (the same push with the "
+        "earlier prompts and the same video, no trained weights); 'nag' = Negative Audio "
+        "Guidance (needs a ControlNet), 'negative_prompt' = CFG with the earlier prompts as "
+        "negative text (taken from the mix, or type them into negative_text), 'independent' = "
+        "ignore the earlier steps. takes > 1 makes that many variations (seeds seed, seed + 1, "
+        "...) in one batched run; pick one with Select Take. Same inputs and seed give the same "
+        "audio.")
     CATEGORY = CATEGORY
     FUNCTION = "sample"
     RETURN_TYPES = ("AUDIO",)
@@ -70,10 +66,11 @@ class NAGSampler:
                 "prompt": ("STRING", {"multiline": True, "default": "",
                                       "tooltip": "What this track should sound like."}),
                 "method": (list(METHOD_CHOICES), {
-                    "default": AUTO,
+                    "default": METHOD_DEFAULT,
                     "tooltip": "How to avoid the sounds already in negative_audio. auto: NAG when "
-                               "a ControlNet is connected, else the best method without one. "
-                               "nag: Negative Audio Guidance (needs the ControlNet). "
+                               "a ControlNet is connected, else text_nag. nag: Negative Audio "
+                               "Guidance (needs the ControlNet). text_nag: the same push with "
+                               "the earlier prompts and the same video (no trained weights). "
                                "negative_prompt: earlier prompts as CFG negative text. "
                                "independent: ignore them. Step 1 (no negative_audio) is always "
                                "plain CFG."}),
@@ -82,14 +79,20 @@ class NAGSampler:
                 "beta": ("FLOAT", {"default": BETA_DEFAULT, "min": 0.0, "max": 10.0, "step": 0.1,
                                    "tooltip": "Strength of the push away from negative_audio "
                                               "(0 = independent)."}),
-                "steps": ("INT", {"default": 25, "min": 1, "max": 200,
+                "steps": ("INT", {"default": STEPS_DEFAULT, "min": 1, "max": 200,
                                   "tooltip": "Euler steps of the flow ODE."}),
-                "seed": ("INT", {"default": 42, "min": 0, "max": MAX_SEED,
+                "seed": ("INT", {"default": SEED_DEFAULT, "min": 0, "max": SEED_MAX,
                                  "control_after_generate": True,
                                  "tooltip": "Noise seed: the same seed and inputs give the same "
                                             "track. The pack's web extension sets the control "
                                             "below it to 'fixed', so re-running a chain re-runs "
                                             "only what changed."}),
+                "takes": ("INT", {"default": 1, "min": 1, "max": TAKES_MAX,
+                                  "tooltip": "Variations to make at once, from seeds seed .. "
+                                             "seed + takes − 1, in one batched run (cheaper "
+                                             "than queueing them one by one); each gets a "
+                                             "player. Pick one with Select Take (NAG Foley) "
+                                             "before Mix And Normalize."}),
             },
             "optional": {
                 "negative_audio": ("AUDIO", {
@@ -107,23 +110,22 @@ class NAGSampler:
             "hidden": dict(HIDDEN),
         }
 
-    def sample(self, model: FoleyModel, features, prompt, method=AUTO, alpha=ALPHA_DEFAULT,
-               beta=BETA_DEFAULT, steps=25, seed=42, negative_audio=None, controlnet=None,
-               negative_text="", graph=None, node_id=None):
+    def sample(self, model: FoleyModel, features, prompt, method=METHOD_DEFAULT,
+               alpha=ALPHA_DEFAULT, beta=BETA_DEFAULT, steps=STEPS_DEFAULT, seed=SEED_DEFAULT,
+               takes=1, negative_audio=None, controlnet=None, negative_text="", graph=None,
+               node_id=None):
         step = step_number(negative_audio)
         label = where(node_title(graph, node_id, self.DISPLAY_NAME), step)
         with reported_as(label):
-            return self._sample(model, features, prompt, method, alpha, beta, steps, seed,
+            return self._sample(model, features, prompt, method, alpha, beta, steps, seed, takes,
                                 negative_audio, controlnet, negative_text)
 
-    def _sample(self, model, features, prompt, method, alpha, beta, steps, seed, negative_audio,
-                controlnet, negative_text):
+    def _sample(self, model, features, prompt, method, alpha, beta, steps, seed, takes,
+                negative_audio, controlnet, negative_text):
         # Cheap checks first: nothing is loaded or moved for a graph that cannot run.
         if not prompt.strip():
             raise ConfigError("the prompt is empty: describe the sound this track should have")
-        if method not in METHOD_CHOICES:
-            raise ConfigError(f"unknown method {method!r}; use one of "
-                              f"{', '.join(METHOD_CHOICES)}")
+        check_method(method)
         used = resolve_method(method, controlnet is not None) if negative_audio is not None \
             else "cfg"
         if used == "nag" and controlnet is None:
@@ -132,13 +134,14 @@ class NAGSampler:
                               "best method without one")
         mix = conditioning_mix(negative_audio) if negative_audio is not None else None
         earlier = prompts_of(negative_audio) or () if negative_audio is not None else ()
-        if used == "negative_prompt" and not earlier and not (negative_text or "").strip():
+        if used in NEEDS_EARLIER_PROMPTS and not earlier and not (negative_text or "").strip():
             raise ConfigError(
-                "negative_prompt needs the earlier prompts: connect Mix And Normalize's mix "
-                "(it carries them) or type them into negative_text")
+                f"{used} needs the earlier prompts: connect Mix And Normalize's mix (it carries "
+                "them) or type them into negative_text")
         settings = StepSettings(prompt=prompt, seed=int(seed), steps=int(steps),
-                                alpha=float(alpha), beta=float(beta), method=used
-                                if used != "cfg" else AUTO, negative_text=negative_text or "")
+                                alpha=float(alpha), beta=float(beta),
+                                method=used if used != "cfg" else AUTO,
+                                negative_text=negative_text or "", takes=int(takes))
         progress = host.Progress(int(steps))
         # Only the nag method runs the ControlNet: for the others it is not moved to the GPU
         # (nor back, with offload) at all.
@@ -147,8 +150,8 @@ class NAGSampler:
             result = generate_track(model.model, features, settings, condition_mix=mix,
                                     controlnet=controlnet if extra else None,
                                     earlier_prompts=earlier, progress=progress)
-        waves = result.wave.reshape(-1, 1, result.wave.shape[-1])  # (takes, 1, samples)
+        waves = result.waves[:, None, :]  # (takes, 1 channel, samples)
         out = audio_dict(waves, model.sample_rate,
-                         **{PROMPT_KEY: prompt, SEEDS_KEY: (int(seed),)})
+                         **{PROMPT_KEY: prompt, SEEDS_KEY: tuple(settings.seeds)})
         return {"ui": {"audio": preview_entries(waves, model.sample_rate, "track")},
                 "result": (out,)}

@@ -317,6 +317,10 @@ def test_nag_without_controlnet_says_what_to_do(monkeypatch):
         nodes()["NAGFoley_NAGSampler"]().sample(model, features, "rain", method="nag", steps=2,
                                                 negative_audio=mix)
     assert "--controlnet" not in str(e.value)
+    # the default, auto, is the training-free method when no ControlNet is connected
+    auto = result(nodes()["NAGFoley_NAGSampler"]().sample(model, features, "rain", steps=2,
+                                                          negative_audio=mix))[0]
+    assert torch.isfinite(auto["waveform"]).all()
 
 
 def test_negative_prompt_needs_the_earlier_prompts(monkeypatch):
@@ -768,3 +772,24 @@ def test_cancel_stops_encode_video_between_blocks(monkeypatch):
     calls.clear()
     nodes()["NAGFoley_EncodeVideo"]().encode(model, clip)
     assert calls == [] and host._module("comfy.model_management") is None
+
+
+def test_takes_are_one_batched_run_each_equal_to_its_single_seed(monkeypatch):
+    """takes = 3: an AUDIO batch of 3 with a player each; take i is the single run with
+    seed + i; Select Take hands one of them on."""
+    from nag_core.pipeline import generate_track
+    import nag_core.pipeline as pipeline
+    model, _, _, features = loaded(monkeypatch)
+    calls = []
+    sampler_node = submodule("sampler_node")
+    monkeypatch.setattr(sampler_node, "generate_track",
+                        lambda *a, **k: calls.append(a[2].takes) or generate_track(*a, **k))
+    out = nodes()["NAGFoley_NAGSampler"]().sample(model, features, "rain", steps=2, seed=20,
+                                                  takes=3)
+    batch = out["result"][0]
+    assert calls == [3] and batch["waveform"].shape[0] == 3 and len(out["ui"]["audio"]) == 3
+    assert batch["nag_foley_seeds"] == (20, 21, 22)
+    single = sample(monkeypatch, "rain", method="auto", steps=2, seed=21)
+    picked = nodes()["NAGFoley_SelectTake"]().select(batch, 2)[0]
+    torch.testing.assert_close(picked["waveform"], single["waveform"], atol=1e-5, rtol=0)
+    assert pipeline.StepSettings  # the API the node builds on

@@ -129,7 +129,9 @@ NOTE_SINGLE = (
     "NAG Foley: iterate on one sound.\n\n" + SETUP +
     "Load the earlier mix (a mix file written by Save Stems) with the core Load Audio node and "
     "connect it to negative_audio, or leave negative_audio empty for a first step. Change the "
-    "prompt/seed/beta and queue: the video features are cached, only the sampler re-runs.\n\n"
+    "prompt/seed/beta and queue: the video features are cached, only the sampler re-runs. The "
+    "sampler makes 3 takes (seeds 1001-1003) in one run: listen, then choose one in Choose a "
+    "take; changing the choice re-runs only what comes after.\n\n"
     + CONTROLNET_TIP)
 NOTE_COMPARE = (
     "NAG Foley: step 2 made several ways.\n\n" + SETUP +
@@ -202,11 +204,13 @@ def chain_workflow():
 def single_workflow():
     nodes = _front(NOTE_SINGLE)
     nodes.append(node("s1", "NAGFoley_NAGSampler", [400, 100],
-                      {"prompt": CHAIN_PROMPTS[0], "method": "auto", "seed": 1001},
+                      {"prompt": CHAIN_PROMPTS[0], "method": "auto", "seed": 1001, "takes": 3},
                       {"model": ("model", "model"), "features": ("encode", "features")},
-                      size=[340, 330]))
+                      size=[340, 360]))
+    nodes.append(node("pick", "NAGFoley_SelectTake", [780, 100], {"take": 1},
+                      {"takes": ("s1", "track")}, title="Choose a take", size=[300, 100]))
     nodes.append(node("m1", "NAGFoley_MixAndNormalize", [780, 260], {"gain_db": 0.0},
-                      {"track": ("s1", "track")}, size=[300, 100]))
+                      {"track": ("pick", "track")}, size=[300, 100]))
     nodes.append(node("stems", "NAGFoley_SaveStems", [1120, 260], {"filename_prefix":
                                                                   "nag_foley/single"},
                       {"chain": ("m1", "chain")}, size=[320, 140]))
