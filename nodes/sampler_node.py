@@ -8,6 +8,7 @@ from nag_core.defaults import (ALPHA_DEFAULT, AUTO, BETA_DEFAULT, METHOD_CHOICES
 from nag_core.errors import ConfigError
 from nag_core.mix import Normalized, loudness_normalize
 from nag_core.pipeline import StepSettings, generate_track
+from nag_core.windowed import plan_for
 
 from . import host
 from .messages import HIDDEN, node_title, reported_as, where
@@ -142,7 +143,9 @@ class NAGSampler:
                                 alpha=float(alpha), beta=float(beta),
                                 method=used if used != "cfg" else AUTO,
                                 negative_text=negative_text or "", takes=int(takes))
-        progress = host.Progress(int(steps))
+        # the bar counts windows × Euler steps (one window for a clip of the training length)
+        windows = len(plan_for(model.model, features.duration).windows)
+        progress = host.Progress(windows * int(steps))
         # Only the nag method runs the ControlNet: for the others it is not moved to the GPU
         # (nor back, with offload) at all.
         extra = (controlnet,) if used == "nag" else ()
