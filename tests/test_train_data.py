@@ -62,3 +62,26 @@ def test_probe_durations_and_unreadable(tmp_path):
     assert abs(probe_duration(by_name["a.wav"]) - 1.25) < 1e-3
     with pytest.raises(MediaError, match="bad.mp4"):
         probe_duration(by_name["bad.mp4"])
+
+
+def test_discovery_from_a_csv_or_tsv_list(tmp_path):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    make_audio(clips / "a.wav", 0.5)
+    make_video(clips / "b.mp4", 0.5)
+    (tmp_path / "list.csv").write_text(
+        "file,caption\nclips/a.wav,a hum\nclips/gone.wav,lost\nclips/b.mp4,\nnotes.doc,x\n")
+    found = discover(tmp_path / "list.csv")
+    assert [(s.path.name, s.kind, s.caption) for s in found.sources] == [
+        ("a.wav", "audio", "a hum"), ("b.mp4", "video", None)]
+    assert [p.split("/")[-1] for p in found.missing] == ["gone.wav"]
+    assert [p.name for p in found.ignored] == ["notes.doc"]
+    (tmp_path / "list.tsv").write_text(f"caption\tfile\nthe ball\t{clips / 'b.mp4'}\n")
+    found = discover(tmp_path / "list.tsv")  # absolute paths, any column order
+    assert [(s.path, s.caption) for s in found.sources] == [(clips / "b.mp4", "the ball")]
+    (tmp_path / "bad.csv").write_text("path,caption\nclips/a.wav,x\n")
+    with pytest.raises(ConfigError, match="'file' column"):
+        discover(tmp_path / "bad.csv")
+    (tmp_path / "none.csv").write_text("file\nclips/gone.wav\n")
+    with pytest.raises(ConfigError, match="no existing"):
+        discover(tmp_path / "none.csv")

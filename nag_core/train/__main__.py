@@ -7,7 +7,9 @@ import logging
 import sys
 from pathlib import Path
 
-from ..errors import NAGFoleyError
+
+from ..errors import ConfigError, NAGFoleyError
+from .distributed import DEFAULT_TIMEOUT_MINUTES
 from .data import DEFAULT_SEGMENT_SECONDS
 from .ema import DEFAULT_SIGMA_RELS
 from .extract import DEFAULT_COND_LUFS
@@ -59,6 +61,32 @@ def _add_fit_args(p: argparse.ArgumentParser, with_cache: bool = True) -> None:
     p.add_argument("--stop-after", type=int, default=None,
                    help="stop (with a checkpoint) after this many steps; --resume continues")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction,
+                   help="share of clips held out for validation, chosen by a hash of the file "
+                        "name (e.g. 0.01; default 0: none)")
+    p.add_argument("--val-list", default=None,
+                   help="text file with the names of clips to hold out, one per line")
+    p.add_argument("--val-every", type=int, default=d.val_every,
+                   help="validation loss on the held-out clips every this many steps (0: never)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the ControlNet + base forward (first steps are slower)")
+    _add_timeout_arg(p)
+
+
+def _add_timeout_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--timeout-minutes", type=float, default=DEFAULT_TIMEOUT_MINUTES,
+                   help="under torchrun: how long a process waits for the others in a "
+                        "collective before the run stops with an error (default 30)")
+
+
+def _val_list(path) -> tuple:
+    if path is None:
+        return ()
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise ConfigError(f"cannot read --val-list {path} ({e.strerror})") from None
+    return tuple(sorted({ln.strip() for ln in lines if ln.strip()}))
 
 
 def _config(a) -> TrainConfig:
@@ -67,28 +95,39 @@ def _config(a) -> TrainConfig:
                        num_blocks=a.num_blocks, init_source=a.init_source,
                        checkpoint_every=a.checkpoint_every, keep_checkpoints=a.keep_checkpoints,
                        ema_every=a.ema_every, ema_sigma_rels=tuple(a.ema_sigma_rels),
-                       device=a.device)
+                       device=a.device, val_fraction=a.val_fraction,
+                       val_list=_val_list(a.val_list), val_every=a.val_every,
+                       compile=a.compile)
 
 
 def _run_extract(a, progress: bool) -> None:
     from ..weights import find_model_files
     from .data import discover
+    from .distributed import rank_device, world_from_env
     from .extract import ModelSegmentEncoder, extract
-    from .loop import resolve_device
 
+    world = world_from_env()
     discover(a.data)  # an empty data folder fails before gigabytes of weights are loaded
     files = find_model_files(a.models, a.variant)
-    encoder = ModelSegmentEncoder.from_files(files, resolve_device(getattr(a, "device", "auto")),
-                                             a.cond_lufs)
-    report = extract(a.data, a.cache, encoder, a.segment_seconds, progress=progress)
-    print(report.summary())
+    encoder = ModelSegmentEncoder.from_files(files, rank_device(getattr(a, "device", "auto"),
+                                                                world), a.cond_lufs)
+    report = extract(a.data, a.cache, encoder, a.segment_seconds, progress=progress,
+                     world=world, timeout_minutes=a.timeout_minutes)
+    if world.is_main:
+        print(report.summary())
 
 
 def _run_fit(a, progress: bool) -> None:
     from .loop import fit
 
+    from .distributed import world_from_env
+
+    world = world_from_env()
     result = fit(a.cache, a.models, a.out, _config(a), variant=a.variant, resume=a.resume,
-                 stop_after=a.stop_after, progress=progress)
+                 stop_after=a.stop_after, progress=progress, world=world,
+                 timeout_minutes=a.timeout_minutes)
+    if not world.is_main:
+        return
     if result.controlnet_path is None:
         print(f"stopped at step {result.step}; continue with --resume")
     else:
@@ -113,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_extract_args(p)
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true")
+    _add_timeout_arg(p)
     p = sub.add_parser("fit", help="train a ControlNet on an extracted cache")
     _add_fit_args(p)
     p = sub.add_parser("synthesize-ema", help="post-hoc EMA of a run as a ControlNet file")
@@ -144,6 +184,10 @@ def main(argv=None) -> int:
     except NAGFoleyError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted; `fit --resume` continues from the last checkpoint, `extract` "
+              "encodes only what is not cached yet", file=sys.stderr)
+        return 130
     return 0
 
 

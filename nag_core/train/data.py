@@ -11,6 +11,10 @@ Layout of a data folder (searched recursively, hidden files and folders skipped)
   or ``captions.jsonl`` (objects with ``file`` and ``caption``) in the data folder, where
   ``file`` is the path relative to the data folder (or just the file name).
 
+Instead of a folder, ``--data`` may name a list file ``*.csv`` or ``*.tsv`` with a header row:
+a ``file`` column (paths relative to the list's folder, or absolute) and an optional ``caption``
+column. Listed files that do not exist are reported, not fatal.
+
 Segment rule: a clip of duration d is cut into n = floor(d / s) adjacent, non-overlapping
 segments of s seconds (default 4): [0, s), [s, 2s), ... (the rest is dropped). Every pair of
 neighbours (k, k+1) gives two training pairs: target k with condition k+1, and the swap. A 9 s
@@ -39,6 +43,7 @@ VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".m
                     ".wmv", ".ts", ".mts", ".3gp", ".ogv")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac")
 CAPTION_FILES = ("captions.csv", "captions.jsonl")
+LIST_SUFFIXES = (".csv", ".tsv")
 # A segment may end this far past the probed end: container durations are rounded, and the
 # decoders pad the last fraction of a frame / a few samples.
 END_TOLERANCE_S = 0.02
@@ -59,6 +64,7 @@ class Discovery:
 
     sources: list[Source]
     ignored: list[Path] = field(default_factory=list)  # files of no known kind
+    missing: list[str] = field(default_factory=list)  # listed files that do not exist
 
 
 def _captions_from_tables(root: Path) -> dict[str, str]:
@@ -99,9 +105,11 @@ def _caption_for(path: Path, root: Path, table: dict[str, str]) -> Optional[str]
 def discover(data_dir: str | os.PathLike, exclude: tuple[Path, ...] = ()) -> Discovery:
     """The clips under ``data_dir``, sorted by path. ``exclude``: folders to skip (the cache)."""
     root = Path(data_dir)
+    if root.is_file() and root.suffix.lower() in LIST_SUFFIXES:
+        return _discover_list(root)
     if not root.is_dir():
         raise ConfigError(f"data folder {root} does not exist; pass --data a folder of videos "
-                          "with audio and/or audio files")
+                          "with audio and/or audio files, or a .csv/.tsv list of them")
     table = _captions_from_tables(root)
     excluded = [Path(e).resolve() for e in exclude]
     sources, ignored = [], []
@@ -127,6 +135,46 @@ def discover(data_dir: str | os.PathLike, exclude: tuple[Path, ...] = ()) -> Dis
             + (f" ({len(ignored)} other files were ignored, e.g. {ignored[0].name})"
                if ignored else ""))
     return Discovery(sorted(sources, key=lambda s: str(s.path)), ignored)
+
+
+def _kind(path: Path) -> Optional[str]:
+    ext = path.suffix.lower()
+    return "video" if ext in VIDEO_EXTENSIONS else "audio" if ext in AUDIO_EXTENSIONS else None
+
+
+def _discover_list(path: Path) -> Discovery:
+    """The clips of a .csv / .tsv list (header ``file`` and optionally ``caption``)."""
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f, delimiter=delimiter)
+        cols = set(reader.fieldnames or ())
+        if "file" not in cols:
+            raise ConfigError(f"{path} needs a header row with a 'file' column (and optionally "
+                              f"'caption'); it has {sorted(cols)}")
+        rows = [((r["file"] or "").strip(), r.get("caption")) for r in reader]
+    sources, ignored, missing, seen = [], [], [], set()
+    for name, caption in rows:
+        if not name:
+            continue
+        p = Path(name) if Path(name).is_absolute() else path.parent / name
+        if p in seen:
+            continue
+        seen.add(p)
+        kind = _kind(p)
+        if kind is None:
+            ignored.append(p)
+        elif not p.is_file():
+            missing.append(str(p))
+        else:
+            sources.append(Source(p, kind, caption.strip() if caption else None))
+    if missing:
+        log.warning("%d files listed in %s do not exist (e.g. %s)", len(missing), path,
+                    missing[0])
+    if not sources:
+        raise ConfigError(f"{path} lists no existing video or audio files ({len(missing)} "
+                          f"missing, {len(ignored)} of other kinds); paths are relative to the "
+                          "list's folder")
+    return Discovery(sorted(sources, key=lambda s: str(s.path)), ignored, missing)
 
 
 # --------------------------------------------------------------------------- probing

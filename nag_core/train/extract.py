@@ -26,16 +26,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Protocol
 
+import av
 import torch
 from torch import Tensor
 
 from ..atomic import write_text
 from ..errors import ConfigError, MediaError, NAGFoleyError
+from .distributed import (DEFAULT_TIMEOUT_MINUTES, World, barrier, gather_objects,
+                          process_group, share, world_from_env)
 from .data import (DEFAULT_SEGMENT_SECONDS, Source, discover, probe_duration, segment_pairs,
                    segment_starts)
 
@@ -44,6 +46,7 @@ log = logging.getLogger("nag_core.train")
 CACHE_FORMAT = "nag-train-cache"
 CACHE_VERSION = 1
 INDEX_NAME = "index.json"
+JOURNAL_PREFIX = "index.journal-"  # + rank + .jsonl: what each process encoded, until merged
 SHARD_DIR = "shards"
 DEFAULT_COND_LUFS = -20.0
 # A segment whose decoded audio is shorter than this share of its length is unusable.
@@ -191,11 +194,18 @@ class ExtractReport:
     unreadable: list[str] = field(default_factory=list)  # "path: reason"
     failed_segments: int = 0  # segments dropped (short audio/video at the end of a clip)
 
-    def summary(self) -> str:
-        return (f"{self.sources} clips: {self.encoded_segments} segments encoded, "
+    def summary(self, list_limit: int = 50) -> str:
+        """Counts on one line, then the clips that could not be used, one per line."""
+        text = (f"{self.sources} clips: {self.encoded_segments} segments encoded, "
                 f"{self.reused_segments} reused from the cache, {self.failed_segments} dropped; "
                 f"{len(self.too_short)} clips too short for two segments, "
                 f"{len(self.unreadable)} unreadable; {self.pairs} training pairs")
+        failed = self.unreadable[:list_limit]
+        if failed:
+            text += "\nunreadable clips (skipped):" + "".join(f"\n  {f}" for f in failed)
+            if len(self.unreadable) > list_limit:
+                text += f"\n  ... and {len(self.unreadable) - list_limit} more"
+        return text
 
 
 def source_key(source: Source, seconds: float, fingerprint: str) -> str:
@@ -241,43 +251,122 @@ def _check_shapes(segments: list[dict], tensors: dict[str, Tensor], path: Path) 
 
 
 def extract(data_dir, cache_dir, encoder: SegmentEncoder,
-            segment_seconds: float = DEFAULT_SEGMENT_SECONDS, progress: bool = True) -> ExtractReport:
+            segment_seconds: float = DEFAULT_SEGMENT_SECONDS, progress: bool = True,
+            world: Optional[World] = None,
+            timeout_minutes: float = DEFAULT_TIMEOUT_MINUTES) -> ExtractReport:
     """Encode every segment of every clip under ``data_dir`` that is not already in the cache,
-    then record the current training pairs in the index. Returns the counts."""
+    then record the current training pairs in the index. Returns the counts (of all processes).
+
+    Under torchrun (``world`` of several processes, in a joined process group) each process
+    encodes its round-robin share of the clips into its own shards and journal; rank 0 then
+    merges what every process did into the one index, the same index one process writes.
+    ``world`` defaults to what torchrun put in the environment; the process group (gloo: only
+    small Python objects travel) is joined here when it is not already."""
+    world = world_from_env() if world is None else world
+    with process_group(world, torch.device("cpu"), timeout_minutes):
+        return _extract(data_dir, cache_dir, encoder, segment_seconds, progress, world)
+
+
+def _extract(data_dir, cache_dir, encoder: SegmentEncoder, segment_seconds: float,
+             progress: bool, world: World) -> ExtractReport:
     cache = Path(cache_dir)
-    (cache / SHARD_DIR).mkdir(parents=True, exist_ok=True)
+    if world.is_main:
+        (cache / SHARD_DIR).mkdir(parents=True, exist_ok=True)
+        _fold_journals(cache)  # the work of an interrupted run (any number of processes)
+    barrier(world)
     found = discover(data_dir, exclude=(cache,))
     index = read_index(cache)
     report = ExtractReport(sources=len(found.sources))
-    pairs: list[list] = []
-    bar = _progress(found.sources, progress)
-    for source in bar:
-        key = source_key(source, segment_seconds, encoder.fingerprint)
-        entry = index["sources"].get(key)
-        if entry is None:
-            entry = _extract_source(source, key, cache, encoder, segment_seconds, report)
-            index["sources"][key] = entry
-            write_index(cache, index)  # progress survives an interruption
-        else:
-            report.reused_segments += len(entry.get("segments", []))
-            if entry.get("skipped"):
-                _count_skip(entry, report)
+    if world.is_main:  # counted once
+        report.unreadable += [f"{m}: listed but not found" for m in found.missing]
+    new: dict[str, dict] = {}
+    journal = cache / f"{JOURNAL_PREFIX}{world.rank:05d}.jsonl"
+    with open(journal, "a", encoding="utf-8") as jf:
+        for source in _progress(share(found.sources, world), progress and world.is_main,
+                                world):
+            key = source_key(source, segment_seconds, encoder.fingerprint)
+            entry = index["sources"].get(key)
+            if entry is None:
+                entry = _extract_source(source, key, cache, encoder, segment_seconds, report)
+                new[key] = entry
+                jf.write(json.dumps({"key": key, "entry": entry}) + "\n")
+                jf.flush()  # progress survives an interruption
+            else:
+                report.reused_segments += len(entry.get("segments", []))
+                if entry.get("skipped"):
+                    _count_skip(entry, report)
+    gathered = gather_objects(world, (new, report))
+    total = _merge_reports([r for _, r in gathered], len(found.sources))
+    if world.is_main:
+        for part, _ in gathered:
+            index["sources"].update(part)
+        pairs = _current_pairs(found.sources, index, segment_seconds, encoder.fingerprint)
+        total.pairs = len(pairs)
+        index["current"] = {"fingerprint": encoder.fingerprint, "mode": encoder.mode,
+                            "variant": encoder.variant, "segment_seconds": segment_seconds,
+                            "data": str(Path(data_dir).resolve()), "pairs": pairs}
+        write_index(cache, index)
+        for p in _journals(cache):
+            p.unlink()
+    total.pairs = gather_objects(world, total.pairs)[0]
+    barrier(world)
+    log.debug("extraction: %s", total.summary())
+    if not total.pairs:
+        raise ConfigError(f"no training pairs from {data_dir}: {total.summary(0)}. Each clip "
+                          f"needs at least {2 * segment_seconds:g} s of audio (two segments)")
+    return total
+
+
+def _current_pairs(sources: list[Source], index: dict, seconds: float,
+                   fingerprint: str) -> list[list]:
+    """[source key, target segment, condition segment] of every usable pair, in source order."""
+    pairs = []
+    for source in sources:
+        key = source_key(source, seconds, fingerprint)
+        entry = index["sources"][key]
         if entry.get("skipped"):
             continue
-        usable = [s["index"] for s in entry["segments"]]
+        usable = {s["index"] for s in entry["segments"]}
         for tgt, cond in segment_pairs(len(entry["starts"])):
             if tgt in usable and cond in usable:
                 pairs.append([key, tgt, cond])
-    report.pairs = len(pairs)
-    index["current"] = {"fingerprint": encoder.fingerprint, "mode": encoder.mode,
-                        "variant": encoder.variant, "segment_seconds": segment_seconds,
-                        "data": str(Path(data_dir).resolve()), "pairs": pairs}
+    return pairs
+
+
+def _merge_reports(reports: list[ExtractReport], sources: int) -> ExtractReport:
+    total = ExtractReport(sources=sources)
+    for r in reports:
+        total.encoded_segments += r.encoded_segments
+        total.reused_segments += r.reused_segments
+        total.failed_segments += r.failed_segments
+        total.too_short += r.too_short
+        total.unreadable += r.unreadable
+    total.too_short.sort()
+    total.unreadable.sort()
+    return total
+
+
+def _journals(cache: Path) -> list[Path]:
+    return sorted(cache.glob(f"{JOURNAL_PREFIX}*.jsonl"))
+
+
+def _fold_journals(cache: Path) -> None:
+    """Move the entries journalled by an interrupted run into the index (a torn last line, cut
+    by the interruption, is dropped: that clip is encoded again)."""
+    found = _journals(cache)
+    if not found:
+        return
+    index = read_index(cache)
+    for path in found:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                item = json.loads(line)
+                index["sources"][item["key"]] = item["entry"]
+            except (ValueError, KeyError, TypeError):
+                continue
     write_index(cache, index)
-    log.debug("extraction: %s", report.summary())
-    if not pairs:
-        raise ConfigError(f"no training pairs from {data_dir}: {report.summary()}. Each clip "
-                          f"needs at least {2 * segment_seconds:g} s of audio (two segments)")
-    return report
+    for path in found:
+        path.unlink()
 
 
 def _count_skip(entry: dict, report: ExtractReport) -> None:
@@ -290,8 +379,7 @@ def _count_skip(entry: dict, report: ExtractReport) -> None:
 def _extract_source(source: Source, key: str, cache: Path, encoder: SegmentEncoder,
                     seconds: float, report: ExtractReport) -> dict:
     entry = {"path": str(source.path), "kind": source.kind, "caption": source.caption,
-             "segment_seconds": seconds, "starts": [], "segments": [], "skipped": None,
-             "created": time.time()}
+             "segment_seconds": seconds, "starts": [], "segments": [], "skipped": None}
     try:
         duration = probe_duration(source)
     except MediaError as e:
@@ -312,6 +400,16 @@ def _extract_source(source: Source, key: str, cache: Path, encoder: SegmentEncod
         entry["skipped"] = str(e)
         _count_skip(entry, report)
         return entry
+    except torch.cuda.OutOfMemoryError:
+        raise  # not the clip's fault
+    except (av.FFmpegError, OSError, ValueError, RuntimeError, EOFError) as e:
+        # A clip that opens but fails to decode half way (a damaged stream, a truncated
+        # download) is one bad clip of thousands: count it, list it, carry on.
+        reason = f"cannot be decoded ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        log.warning("skipping clip %s: %s", source.path, reason)
+        entry["skipped"] = reason
+        _count_skip(entry, report)
+        return entry
     segments = _check_shapes(segments, tensors, source.path)
     report.encoded_segments += len(starts) - dropped
     report.failed_segments += len(starts) - len(segments)
@@ -326,8 +424,9 @@ def _extract_source(source: Source, key: str, cache: Path, encoder: SegmentEncod
     return entry
 
 
-def _progress(items, enabled: bool):
+def _progress(items, enabled: bool, world: World):
     if not enabled:
         return items
     from tqdm import tqdm
-    return tqdm(items, desc="extract", unit="clip")
+    desc = "extract" if not world.distributed else f"extract (rank 0, 1/{world.size} of the clips)"
+    return tqdm(items, desc=desc, unit="clip")
