@@ -186,6 +186,8 @@ def _write_outputs(session, out_dir: Path, video: Path, start: float, encoding: 
     composite = {"file": cpath.name, "sha256": sha256_file(cpath),
                  "target_lufs": session.target_lufs, "measured_lufs": _finite(comp.measured_lufs),
                  "gain_db": comp.gain_db, "note": comp.note, "samples": int(comp.wave.shape[-1]),
+                 "true_peak_db": _finite(comp.true_peak_db), "ceiling_db": comp.ceiling_db,
+                 "ceiling_reduction_db": comp.ceiling_reduction_db,
                  "sample_rate": comp.sample_rate,
                  "track_gains_db": [r.settings.gain_db for r in session.results]}
     vpath = _output_video_path(out_dir, video)
@@ -329,8 +331,8 @@ def run_chain(video, prompts: Sequence[str], out_dir, *, variant: str = "small_1
         "versions": _versions(), "history": [],
     }
     _save_record(out, record)
-    log(f"wrote {len(entries)} tracks, {composite['file']} ({session.target_lufs:g} LUFS) and "
-        f"{video_out['file']} to {out}")
+    log(f"wrote {len(entries)} tracks, {composite['file']} "
+        f"({composite['note'] or f'{session.target_lufs:g} LUFS'}) and {video_out['file']} to {out}")
     return record
 
 
@@ -455,4 +457,6 @@ def redo_chain(out_dir, step: int, *, changes: Optional[dict] = None, models_dir
          "changes": changes, "command": command, "from": str(src.resolve())}]
     _save_record(out, new)
     log(f"redid steps {step}..{len(new['steps'])}; steps before {step} kept as they were")
+    if composite["note"]:
+        log(f"composite: {composite['note']}")
     return new
