@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
+from .version import __version__
 
 _LAZY = {
     "FoleySession": "pipeline", "StepSettings": "pipeline", "StepResult": "pipeline",
@@ -42,15 +42,9 @@ def load(variant: str = "small_16k", models_dir=None, device=None, dtype=None, *
     """An :class:`MMAudioModel` of ``variant`` from the models folder (resolved as in
     :func:`nag_core.download.resolve_models_dir`), downloading missing files unless offline.
     ``device`` defaults to cuda when available, ``dtype`` to float32."""
-    import torch
-
-    from .chain import parse_dtype
-    from .download import ensure_model_files
-    from .weights import load_model_files
-    files = ensure_model_files(variant, models_dir, offline=offline, download=download,
-                               progress=progress)
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return load_model_files(files, device=dev, dtype=parse_dtype(dtype))
+    from .loading import load_variant
+    return load_variant(variant, models_dir, device=device, dtype=dtype, offline=offline,
+                        download=download, progress=progress)[0]
 
 
 def load_video(path, start: float = 0.0, duration: float | None = 8.0):

@@ -1,219 +1,44 @@
-"""A step-by-step Foley chain run to files: one WAV per step, the −20 LUFS composite, the input
-video with the composite muxed in, and ``record.json`` (every setting, file hashes, methods,
-loudness, timings, versions), all in one output folder.
+"""A step-by-step Foley chain run to files: one WAV per step, the −20 LUFS composite, the scored
+segment of the video with the composite muxed in, and ``record.json``, in one run folder.
 
-:func:`run_chain` starts a chain; :func:`redo_chain` reopens a folder from its record and
+:func:`run_chain` starts a chain; :func:`redo_chain` reopens a run folder from its record and
 regenerates step k and every later step (or appends a step), leaving the files of the earlier
 steps untouched, byte for byte. Tracks are written as 32-bit float WAV by default so a redo
 conditions on exactly the audio the first run made.
+
+Where the files go and when they become visible is :mod:`nag_core.run_folder`'s business; what
+the record holds is :mod:`nag_core.record`'s.
 """
 
 from __future__ import annotations
 
-import json
-import platform
-import re
+import os
 import shutil
 import time
 from dataclasses import asdict
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from .atomic import write_text
 from .errors import ConfigError
-from .filehash import cached_sha256, sha256_file
+from .filehash import sha256_file
+from .preflight import check_prompts, check_seeds, probe_video
+from .progress import ChainProgress
+from .record import (COMPOSITE_NAME, RECORD_NAME, STEP_FIELDS, build_record, file_entry, file_in,
+                     finite, load_record, model_entry, now, step_entry, write_record)
+from .run_folder import (RunStage, describe_target, foley_video_name, free_target, leftovers,
+                         link_in, track_name)
 
-RECORD_NAME = "record.json"
-RECORD_FORMAT = "nag-foley-record"
-RECORD_VERSION = 1
-COMPOSITE_NAME = "composite.wav"
-VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm")
-STEP_FIELDS = ("prompt", "seed", "steps", "alpha", "beta", "method", "negative_text", "gain_db")
-
-
-def slug(text: str, limit: int = 40) -> str:
-    s = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].strip("-")
-    return s or "track"
-
-
-def track_name(k: int, prompt: str) -> str:
-    return f"track_{k:02d}_{slug(prompt)}.wav"
+Log = Callable[[str], None]
 
 
 def default_method(controlnet) -> str:
     return "nag" if controlnet else "negative_prompt"
 
 
-def _versions() -> dict:
-    import av
-    import numpy
-    import pyloudnorm
-    import torch
-
-    from . import __version__
-    return {"nag_core": __version__, "torch": torch.__version__,
-            "python": platform.python_version(),
-            "av": av.__version__, "numpy": numpy.__version__,
-            "pyloudnorm": getattr(pyloudnorm, "__version__", "unknown")}
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _output_video_path(out_dir: Path, video: Path) -> Path:
-    """``<stem>.foley<suffix>`` in the output folder, never the input itself."""
-    from .media._files import same_file
-    suffix = video.suffix.lower() if video.suffix.lower() in VIDEO_SUFFIXES else ".mp4"
-    n = 1
-    while True:
-        name = f"{video.stem}.foley{'' if n == 1 else f'-{n}'}{suffix}"
-        candidate = out_dir / name
-        if not (candidate.exists() and same_file(candidate, video)):
-            return candidate
-        n += 1
-
-
-# --------------------------------------------------------------------------- model + session
-def _load(variant, models_dir, device, dtype, offline, progress, log):
-    import torch
-
-    from .download import ensure_model_files
-    from .weights import load_model_files
-    files = ensure_model_files(variant, models_dir, offline=offline, progress=progress)
-    dev = torch.device(device) if device else torch.device(
-        "cuda" if torch.cuda.is_available() else "cpu")
-    dt = parse_dtype(dtype)
-    log(f"loading {variant} from {files.network.parent} on {dev} ({str(dt).replace('torch.', '')})")
-    model = load_model_files(files, device=dev, dtype=dt)
-    return model, files
-
-
-def parse_dtype(dtype):
-    import torch
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype or torch.float32
-    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
-    if str(dtype).lower() not in names:
-        raise ConfigError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
-    return names[str(dtype).lower()]
-
-
-def _file_entry(path: Path, cached: bool = False) -> dict:
-    return {"path": str(path.resolve()), "size": path.stat().st_size,
-            "sha256": cached_sha256(path) if cached else sha256_file(path)}
-
-
-def _model_entry(files, model, variant, models_dir) -> dict:
-    entry = {"variant": variant, "detected_variant": getattr(model, "variant", variant),
-             "models_dir": str(Path(models_dir).resolve()),
-             "sample_rate": model.sample_rate, "device": str(model.device),
-             "dtype": str(model.dtype).replace("torch.", ""), "files": {}}
-    for kind in ("network", "vae", "vocoder", "vocoder_config", "synchformer", "clip", "bpe_vocab"):
-        p = getattr(files, kind)
-        if p is not None:
-            entry["files"][kind] = _file_entry(Path(p), cached=True)
-    return entry
-
-
-class _Progress:
-    """tqdm bars on stderr: one over the chain's steps, one over each step's Euler steps."""
-
-    def __init__(self, total_steps: int, enabled: bool):
-        from tqdm import tqdm
-        self.tqdm, self.enabled = tqdm, enabled
-        self.chain = tqdm(total=total_steps, desc="chain", unit="step", disable=not enabled,
-                          position=0)
-        self.inner = None
-
-    def start_step(self, k: int, prompt: str) -> None:
-        self.close_inner()
-        self.inner = self.tqdm(total=None, desc=f"step {k}: {prompt[:30]}", unit="it",
-                               disable=not self.enabled, position=1, leave=False)
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.inner is not None:
-            if self.inner.total != total:
-                self.inner.total = total
-            self.inner.n = done
-            self.inner.refresh()
-
-    def end_step(self) -> None:
-        self.close_inner()
-        self.chain.update(1)
-
-    def close_inner(self):
-        if self.inner is not None:
-            self.inner.close()
-            self.inner = None
-
-    def close(self):
-        self.close_inner()
-        self.chain.close()
-
-
-# --------------------------------------------------------------------------- writing
-def _write_track(out_dir: Path, k: int, result, sample_rate: int, encoding: str, inputs) -> dict:
-    from .media import write_audio
-    from .mix import measure_lufs
-    path = out_dir / track_name(k, result.settings.prompt)
-    for old in out_dir.glob(f"track_{k:02d}_*.wav"):  # a redone step may have a new prompt
-        if old != path:
-            old.unlink()
-    write_audio(path, result.wave[None], sample_rate, encoding=encoding, inputs=inputs)
-    wave = result.wave
-    return {"index": k, **{f: getattr(result.settings, f) for f in STEP_FIELDS},
-            "method_used": result.method_used, "file": path.name, "sha256": sha256_file(path),
-            "samples": int(wave.shape[-1]), "sample_rate": sample_rate,
-            "peak": float(wave.abs().max()) if wave.numel() else 0.0,
-            "lufs": _finite(measure_lufs(wave[None].float(), sample_rate)),
-            "seconds": round(result.seconds, 3)}
-
-
-def _finite(x: float):
-    import math
-    return x if math.isfinite(x) else None  # JSON has no -inf
-
-
-def _write_outputs(session, out_dir: Path, video: Path, start: float, encoding: str,
-                   inputs) -> tuple[dict, dict]:
-    from .media import mux_audio_into_video, write_audio
-    comp = session.composite()
-    cpath = out_dir / COMPOSITE_NAME
-    write_audio(cpath, comp.wave, comp.sample_rate, encoding=encoding, inputs=inputs)
-    composite = {"file": cpath.name, "sha256": sha256_file(cpath),
-                 "target_lufs": session.target_lufs, "measured_lufs": _finite(comp.measured_lufs),
-                 "gain_db": comp.gain_db, "note": comp.note, "samples": int(comp.wave.shape[-1]),
-                 "true_peak_db": _finite(comp.true_peak_db), "ceiling_db": comp.ceiling_db,
-                 "ceiling_reduction_db": comp.ceiling_reduction_db,
-                 "sample_rate": comp.sample_rate,
-                 "track_gains_db": [r.settings.gain_db for r in session.results]}
-    vpath = _output_video_path(out_dir, video)
-    mux_audio_into_video(video, comp.wave, comp.sample_rate, vpath, start=start)
-    return composite, {"file": vpath.name, "sha256": sha256_file(vpath)}
-
-
-def _save_record(out_dir: Path, record: dict) -> None:
-    write_text(out_dir / RECORD_NAME, json.dumps(record, indent=2))
-
-
-# --------------------------------------------------------------------------- the chain
-def _run_steps(session, plan: list, first: int, out_dir: Path, encoding: str, inputs,
-               bar: _Progress, log) -> list[dict]:
-    """Generate steps ``first``.. (1-based) from ``plan`` (StepSettings), writing each track as
-    soon as it is made (a crash keeps the finished ones)."""
-    entries = []
-    for k, settings in enumerate(plan, start=first):
-        bar.start_step(k, settings.prompt)
-        result = session.add_step(**asdict(settings))
-        bar.end_step()
-        entry = _write_track(out_dir, k, result, session.sample_rate, encoding, inputs)
-        log(f"step {k}: {settings.prompt!r} -> {entry['file']} "
-            f"(method {result.method_used}, {result.seconds:.1f} s)")
-        entries.append(entry)
-    return entries
+def _check_method(method, controlnet) -> None:
+    if method == "nag" and not controlnet:
+        raise ConfigError("method 'nag' needs a NAG ControlNet (--controlnet FILE); without one "
+                          "use --method negative_prompt (the default) or independent")
 
 
 def _step_settings(prompts, *, method, seed, steps, alpha, beta, negative, gains):
@@ -228,23 +53,13 @@ def _step_settings(prompts, *, method, seed, steps, alpha, beta, negative, gains
             for i, p in enumerate(prompts)]
 
 
-def _drop_stale_tracks(out: Path, steps: int) -> None:
-    """In our folder from an earlier, longer chain, delete its tracks past ``steps`` (only once
-    the new chain is made: a run that fails must not cost the old one its files)."""
-    if not (out / RECORD_NAME).is_file():
-        return
-    for old in out.glob("track_*_*.wav"):
-        index = old.name.split("_")[1]
-        if index.isdigit() and int(index) > steps:
-            old.unlink()
+def _note_leftovers(target: Path, log: Log) -> None:
+    for p in leftovers(target):
+        log(f"note: {p} was left by an interrupted run (or one still running); delete it when "
+            "no run is in progress")
 
 
-def _check_method(method, controlnet):
-    if method == "nag" and not controlnet:
-        raise ConfigError("method 'nag' needs a NAG ControlNet (--controlnet FILE); without one "
-                          "use --method negative_prompt (the default) or independent")
-
-
+# --------------------------------------------------------------------------- one session
 def _open_session(model, video: Path, start, duration, controlnet_path, variant, bar):
     from .controlnet import load_controlnet
     from .media import decode_video
@@ -257,40 +72,126 @@ def _open_session(model, video: Path, start, duration, controlnet_path, variant,
     return session, clip, time.perf_counter() - t
 
 
-def run_chain(video, prompts: Sequence[str], out_dir, *, variant: str = "small_16k",
-              models_dir=None, controlnet=None, method: Optional[str] = None,
-              alpha: Optional[float] = None, beta: Optional[float] = None, steps: int = 25,
-              seed: int = 42, start: float = 0.0, duration: Optional[float] = 8.0,
-              negative: str = "", gains_db: Optional[Sequence[float]] = None, device=None,
-              dtype=None, offline: Optional[bool] = None, encoding: str = "float",
-              progress: bool = True, notes: Sequence[str] = (), smoke: Optional[bool] = None,
-              command: Optional[list] = None, log: Callable[[str], None] = print) -> dict:
-    """Run the whole chain (one prompt per step, in order) and write everything to ``out_dir``.
-    Step k uses seed ``seed + k - 1``. Returns the record written to ``out_dir/record.json``."""
+def _run_steps(session, plan: list, first: int, stage: RunStage, encoding: str, inputs,
+               bar: ChainProgress, log: Log) -> list[dict]:
+    """Generate steps ``first``.. (1-based) from ``plan`` (StepSettings), writing each track into
+    the stage as soon as it is made."""
+    from .media import write_audio
+    entries = []
+    for k, settings in enumerate(plan, start=first):
+        bar.start_step(k, settings.prompt)
+        result = session.add_step(**asdict(settings))
+        bar.end_step()
+        path = stage.new_file(track_name(k, settings.prompt))
+        write_audio(path, result.wave[None], session.sample_rate, encoding=encoding,
+                    inputs=inputs)
+        entries.append(step_entry(k, result, path, session.sample_rate))
+        log(f"step {k}: {settings.prompt!r} -> {path.name} "
+            f"(method {result.method_used}, {result.seconds:.1f} s)")
+    return entries
+
+
+def _write_outputs(session, stage: RunStage, video: Path, clip, encoding: str,
+                   whole_video: bool) -> tuple[dict, dict]:
+    from .media import mux_audio_into_video, write_audio
+    comp = session.composite()
+    cpath = stage.new_file(COMPOSITE_NAME)
+    write_audio(cpath, comp.wave, comp.sample_rate, encoding=encoding, inputs=[video])
+    composite = {"file": cpath.name, "sha256": sha256_file(cpath),
+                 "target_lufs": session.target_lufs, "measured_lufs": finite(comp.measured_lufs),
+                 "gain_db": comp.gain_db, "note": comp.note, "samples": int(comp.wave.shape[-1]),
+                 "true_peak_db": finite(comp.true_peak_db), "ceiling_db": comp.ceiling_db,
+                 "ceiling_reduction_db": comp.ceiling_reduction_db,
+                 "sample_rate": comp.sample_rate,
+                 "track_gains_db": [r.settings.gain_db for r in session.results]}
+    vpath = stage.new_file(foley_video_name(video))
+    mux_audio_into_video(video, comp.wave, comp.sample_rate, vpath, start=clip.start,
+                         trim=not whole_video)
+    span = ({"span": "whole", "audio_at": float(clip.start)} if whole_video else
+            {"span": "segment", "start": float(clip.start), "duration": float(clip.duration)})
+    return composite, {"file": vpath.name, "sha256": sha256_file(vpath), **span}
+
+
+def _loudness_said(composite: dict) -> str:
+    """"-20 LUFS", or the note that says why the composite is not at the target."""
+    return composite.get("note") or f"{composite['target_lufs']:g} LUFS"
+
+
+def _input_entry(video: Path, sha: str, stage: RunStage, start, duration, clip) -> dict:
+    """The input as the record names it: its absolute path, or its plain name when it lies in
+    the run folder itself (the demo's video), so the folder can be moved."""
+    inside = video.parent == stage.path
+    return {"video": video.name if inside else str(video), "sha256": sha,
+            "start": float(start), "duration_requested": duration, "duration": clip.duration,
+            "fps": clip.fps, "size": list(clip.size)}
+
+
+def _timings(load_s, encode_s, steps, write_t0, t0) -> dict:
+    return {"load_model_s": round(load_s, 3), "encode_video_s": round(encode_s, 3),
+            "steps_s": [e["seconds"] for e in steps],
+            "write_s": round(time.perf_counter() - write_t0, 3),
+            "total_s": round(time.perf_counter() - t0, 3)}
+
+
+# --------------------------------------------------------------------------- generate
+def run_chain(video, prompts: Sequence[str], out_dir, **options) -> dict:
+    """Run the whole chain (one prompt per step, in order) and write everything to a new run
+    folder: ``out_dir`` if it is absent or empty, else the first free ``out_dir-2``,
+    ``out_dir-3``, ... beside it (nothing already in ``out_dir`` is touched). The folder appears
+    only once complete. Step k uses seed ``seed + k - 1``. Options are those of
+    :func:`run_chain_in`. Returns the record written to ``record.json``, with ``run_dir`` (the
+    folder it went to) added."""
+    log = options.get("log", print)
+    target = free_target(out_dir)
+    moved = describe_target(out_dir, target)
+    if moved:
+        log(moved)
+    _note_leftovers(target, log)
+    with RunStage(target, requested=Path(out_dir).expanduser()) as stage:
+        record = run_chain_in(stage, video, prompts, **options)
+        final = stage.publish()
+    log(f"wrote {len(record['steps'])} tracks, {record['composite']['file']} "
+        f"({_loudness_said(record['composite'])}) and {record['video_out']['file']} to {final}")
+    return {**record, "run_dir": str(final)}
+
+
+def run_chain_in(stage: RunStage, video, prompts: Sequence[str], *, variant: str = "small_16k",
+                 models_dir=None, controlnet=None, method: Optional[str] = None,
+                 alpha: Optional[float] = None, beta: Optional[float] = None, steps: int = 25,
+                 seed: int = 42, start: float = 0.0, duration: Optional[float] = 8.0,
+                 negative: str = "", gains_db: Optional[Sequence[float]] = None, device=None,
+                 dtype=None, offline: Optional[bool] = None, encoding: str = "float",
+                 whole_video: bool = False, progress: bool = True, notes: Sequence[str] = (),
+                 smoke: Optional[bool] = None, command: Optional[list] = None,
+                 log: Log = print) -> dict:
+    """The chain written into a :class:`RunStage` (which the caller publishes). Cheap checks
+    (prompts, settings, seeds, the video, the device) come before any model loads."""
     from .download import resolve_models_dir
     from .guidance import ALPHA_DEFAULT, BETA_DEFAULT
+    from .loading import load_variant, parse_dtype, resolve_device
     from .smoke import MARKER
 
     t0 = time.perf_counter()
-    prompts = [p for p in prompts]
-    if not prompts or any(not p.strip() for p in prompts):
-        raise ConfigError("give at least one non-empty prompt (--prompt \"...\" per step)")
-    video = Path(video).expanduser().resolve()
-    if not video.is_file():
-        raise ConfigError(f"video not found: {video}")
-    out = Path(out_dir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
+    prompts = check_prompts(prompts)
     method = method or default_method(controlnet)
     _check_method(method, controlnet)
     alpha = ALPHA_DEFAULT if alpha is None else alpha
     beta = BETA_DEFAULT if beta is None else beta
+    check_seeds(seed, len(prompts))
     plan = _step_settings(prompts, method=method, seed=seed, steps=steps, alpha=alpha, beta=beta,
                           negative=negative, gains=gains_db)
+    if encoding not in ("float", "pcm16"):
+        raise ConfigError(f"unknown encoding {encoding!r}; use float or pcm16")
+    video = probe_video(video, start, duration).path
+    resolve_device(device), parse_dtype(dtype)
+    if controlnet is not None and not Path(controlnet).is_file():
+        raise ConfigError(f"ControlNet file not found: {controlnet}")
     video_sha = sha256_file(video)
 
     root = resolve_models_dir(models_dir)
     t = time.perf_counter()
-    model, files = _load(variant, root, device, dtype, offline, progress, log)
+    model, files = load_variant(variant, root, device=device, dtype=dtype, offline=offline,
+                                progress=progress, log=log)
     load_s = time.perf_counter() - t
     is_smoke = (root / MARKER).exists() if smoke is None else smoke
     notes = list(notes)
@@ -301,60 +202,45 @@ def run_chain(video, prompts: Sequence[str], out_dir, *, variant: str = "small_1
     if len(plan) > 1:
         log(f"steps 2..{len(plan)} use the {method} method"
             + ("" if controlnet else " (no --controlnet given, so not NAG)"))
-    bar = _Progress(len(plan), progress)
+    bar = ChainProgress(len(plan), progress)
     try:
         session, clip, encode_s = _open_session(model, video, start, duration, controlnet,
                                                 variant, bar)
-        inputs = [video]
-        entries = _run_steps(session, plan, 1, out, encoding, inputs, bar, log)
+        entries = _run_steps(session, plan, 1, stage, encoding, [video], bar, log)
     finally:
         bar.close()
-    _drop_stale_tracks(out, len(plan))
     t = time.perf_counter()
-    composite, video_out = _write_outputs(session, out, video, clip.start, encoding, inputs)
-    record = {
-        "format": RECORD_FORMAT, "version": RECORD_VERSION, "created": _now(),
-        "smoke_test_weights": bool(is_smoke), "notes": notes, "command": command,
-        "input": {"video": str(video), "sha256": video_sha, "start": float(start),
-                  "duration_requested": duration, "duration": clip.duration,
-                  "fps": clip.fps, "size": list(clip.size)},
-        "model": _model_entry(files, model, variant, root),
-        "controlnet": _file_entry(Path(controlnet)) if controlnet else None,
-        "settings": {"method": method, "alpha": alpha, "beta": beta, "steps": steps,
-                     "seed": seed, "negative_text": negative, "encoding": encoding,
-                     "target_lufs": session.target_lufs},
-        "steps": entries, "composite": composite, "video_out": video_out,
-        "timings": {"load_model_s": round(load_s, 3), "encode_video_s": round(encode_s, 3),
-                    "steps_s": [e["seconds"] for e in entries],
-                    "write_s": round(time.perf_counter() - t, 3),
-                    "total_s": round(time.perf_counter() - t0, 3)},
-        "versions": _versions(), "history": [],
-    }
-    _save_record(out, record)
-    log(f"wrote {len(entries)} tracks, {composite['file']} "
-        f"({composite['note'] or f'{session.target_lufs:g} LUFS'}) and {video_out['file']} to {out}")
+    composite, video_out = _write_outputs(session, stage, video, clip, encoding, whole_video)
+    record = build_record(
+        created=now(), smoke=is_smoke, notes=notes, command=command,
+        input_entry=_input_entry(video, video_sha, stage, start, duration, clip),
+        model=model_entry(files, model, variant, root),
+        controlnet=file_entry(Path(controlnet)) if controlnet else None,
+        settings={"method": method, "alpha": alpha, "beta": beta, "steps": steps, "seed": seed,
+                  "negative_text": negative, "encoding": encoding,
+                  "target_lufs": session.target_lufs, "whole_video": bool(whole_video)},
+        steps=entries, composite=composite, video_out=video_out,
+        timings=_timings(load_s, encode_s, entries, t, t0), history=[])
+    write_record(stage.path, record)
     return record
 
 
-def load_record(out_dir) -> dict:
-    path = Path(out_dir).expanduser() / RECORD_NAME
-    if not path.is_file():
-        raise ConfigError(f"{path} not found: redo works on a folder written by "
-                          "`python -m nag_core generate`")
-    try:
-        record = json.loads(path.read_text())
-    except ValueError as e:
-        raise ConfigError(f"{path} is not valid JSON ({e}); it was damaged") from None
-    if record.get("format") != RECORD_FORMAT:
-        raise ConfigError(f"{path} is not a nag-foley record")
-    return record
+# --------------------------------------------------------------------------- redo
+def _recorded_video(record: dict, src: Path, path: Path) -> Path:
+    name = record["input"]["video"]
+    video = Path(name) if os.path.isabs(name) else file_in(src, name, "the input video", path)
+    if not video.is_file():
+        raise ConfigError(f"the input video {video} is gone; put it back or run generate again")
+    if sha256_file(video) != record["input"]["sha256"]:
+        raise ConfigError(f"the input video {video} changed since the first run (sha256 "
+                          "differs); run generate again")
+    return video
 
 
-def _loaded_result(out: Path, entry: dict):
-    """A StepResult for an earlier step, read back from its track file."""
+def _loaded_result(path: Path, entry: dict):
+    """A StepResult for an earlier step, read back from its (checked) track file."""
     from .media import read_audio
     from .pipeline import StepResult, StepSettings
-    path = out / entry["file"]
     if not path.is_file():
         raise ConfigError(f"{path} (step {entry['index']}) is missing; redo an earlier step "
                           "or run generate again")
@@ -366,97 +252,143 @@ def _loaded_result(out: Path, entry: dict):
     return StepResult(settings, wave[0], entry["method_used"], float(entry.get("seconds", 0.0)))
 
 
+def _owned(src: Path, record: dict, entries: list, step: int) -> set[str]:
+    """The files of ``src`` this redo replaces: the record, and the composite, video and tracks
+    k.. it names, each only while it still holds what the record says (a file edited since, or
+    one of yours that a record names, is kept)."""
+    owned = {RECORD_NAME}
+    for what in [record["composite"], record["video_out"], *entries[step - 1:]]:
+        path = src / what["file"]
+        if not path.exists() or ("sha256" in what and sha256_file(path) == what["sha256"]):
+            owned.add(what["file"])
+    return owned
+
+
+def _new_step(record: dict, entries: list, step: int, changes: dict):
+    from .pipeline import StepSettings
+    n = len(entries)
+    if step <= n:
+        return StepSettings(**{**{f: entries[step - 1][f] for f in STEP_FIELDS}, **changes})
+    if not changes.get("prompt"):
+        raise ConfigError(f"adding step {step} needs a prompt (--prompt \"...\")")
+    s = record["settings"]
+    check_seeds(s["seed"], n + 1)
+    return StepSettings(**{"seed": s["seed"] + n, "steps": s["steps"], "alpha": s["alpha"],
+                           "beta": s["beta"], "method": s["method"],
+                           "negative_text": s.get("negative_text", ""), **changes})
+
+
 def redo_chain(out_dir, step: int, *, changes: Optional[dict] = None, models_dir=None,
                controlnet=None, device=None, dtype=None, offline: Optional[bool] = None,
-               to_dir=None, progress: bool = True, command: Optional[list] = None,
-               log: Callable[[str], None] = print) -> dict:
+               to_dir=None, whole_video: Optional[bool] = None, progress: bool = True,
+               command: Optional[list] = None, log: Log = print) -> dict:
     """Regenerate step ``step`` (1-based) of the chain in ``out_dir`` with ``changes`` (prompt,
     seed, steps, alpha, beta, method, negative_text, gain_db) and every later step with its
     recorded settings. ``step`` = number of steps + 1 appends a step (``changes`` needs a
-    prompt). Earlier track files are not rewritten (with ``to_dir`` they are copied byte for
-    byte into that folder and the result goes there). Returns the new record."""
+    prompt). Earlier track files are not rewritten.
+
+    In place, the new state of the folder is built beside it and swapped in at the end (an
+    interruption leaves the folder as it was). With ``to_dir`` the earlier tracks are copied into
+    a new run folder there (chosen as :func:`run_chain` chooses), and ``out_dir`` is only read.
+    Returns the new record, with ``run_dir`` added."""
+    from .loading import load_variant, parse_dtype, resolve_device
     from .pipeline import StepSettings
 
     t0 = time.perf_counter()
-    src = Path(out_dir).expanduser()
+    src = Path(os.path.abspath(Path(out_dir).expanduser()))
     record = load_record(src)
+    rpath = src / RECORD_NAME
     entries = record["steps"]
     n = len(entries)
+    tracks = [file_in(src, e["file"], f"step {e['index']}'s track", rpath) for e in entries]
+    for key in ("composite", "video_out"):
+        file_in(src, record[key]["file"], f"the {key.replace('_', ' ')}", rpath)
     changes = {k: v for k, v in (changes or {}).items() if v is not None}
     unknown = set(changes) - set(STEP_FIELDS)
     if unknown:
         raise ConfigError(f"cannot change {sorted(unknown)}; changeable: {', '.join(STEP_FIELDS)}")
-    if not 1 <= step <= n + 1:
+    if isinstance(step, bool) or not isinstance(step, int) or not 1 <= step <= n + 1:
         raise ConfigError(f"there is no step {step}: the chain in {src} has {n} steps (use 1..{n} "
                           f"to redo one, or {n + 1} to add one)")
-    video = Path(record["input"]["video"])
-    if not video.is_file():
-        raise ConfigError(f"the input video {video} is gone; put it back or run generate again")
-    if sha256_file(video) != record["input"]["sha256"]:
-        raise ConfigError(f"the input video {video} changed since the first run (sha256 "
-                          "differs); run generate again")
-    out = Path(to_dir).expanduser() if to_dir else src
-    out.mkdir(parents=True, exist_ok=True)
+    if "seed" in changes:
+        check_seeds(changes["seed"], 1)
+    video = _recorded_video(record, src, rpath)
+    start, duration = record["input"]["start"], record["input"]["duration_requested"]
+    probe_video(video, start, duration)
     controlnet = controlnet or (record["controlnet"] or {}).get("path")
-
-    if step <= n:
-        base = entries[step - 1]
-        first = StepSettings(**{**{f: base[f] for f in STEP_FIELDS}, **changes})
-    else:
-        if not changes.get("prompt"):
-            raise ConfigError(f"adding step {step} needs a prompt (--prompt \"...\")")
-        s = record["settings"]
-        first = StepSettings(**{"seed": s["seed"] + n, "steps": s["steps"], "alpha": s["alpha"],
-                                "beta": s["beta"], "method": s["method"],
-                                "negative_text": s.get("negative_text", ""), **changes})
+    first = _new_step(record, entries, step, changes)
     if step > 1:
         _check_method(first.method, controlnet)
     later = [StepSettings(**{f: e[f] for f in STEP_FIELDS}) for e in entries[step:]]
+    plan = [first] + later
+    kept = [_loaded_result(p, e) for p, e in zip(tracks[: step - 1], entries[: step - 1])]
+    resolve_device(device)
+    dtype = dtype or record["model"].get("dtype")
+    parse_dtype(dtype)
+    if whole_video is None:
+        whole_video = bool(record["settings"].get("whole_video", False))
+    new_names = [track_name(k, s.prompt) for k, s in enumerate(plan, start=step)]
+    new_names += [COMPOSITE_NAME, foley_video_name(video)]
 
-    kept = [_loaded_result(src, e) for e in entries[: step - 1]]
-    if out.resolve() != src.resolve():
-        for e in entries[: step - 1]:
-            shutil.copyfile(src / e["file"], out / e["file"])
+    in_place = to_dir is None or os.path.abspath(Path(to_dir).expanduser()) == str(src)
+    if in_place:
+        _note_leftovers(src, log)
+        stage = RunStage(src, kind="redo")
+    else:
+        target = free_target(to_dir)
+        moved = describe_target(to_dir, target)
+        if moved:
+            log(moved)
+        _note_leftovers(target, log)
+        stage = RunStage(target, requested=Path(to_dir).expanduser())
+    with stage:
+        if in_place:
+            owned = _owned(src, record, entries, step)
+            linked = link_in(stage, src, skip=owned)
+        else:
+            for path in tracks[: step - 1]:
+                shutil.copy2(path, stage.new_file(path.name))
+        for name in new_names:
+            stage.new_file(name)  # a clash with a kept file fails now, before any loading
 
-    variant = record["model"]["variant"]
-    root = Path(models_dir).expanduser() if models_dir else Path(record["model"]["models_dir"])
-    t = time.perf_counter()
-    model, files = _load(variant, root, device, dtype or record["model"].get("dtype"), offline,
-                         progress, log)
-    load_s = time.perf_counter() - t
-    if record.get("smoke_test_weights"):
-        log("SMOKE-TEST WEIGHTS: this chain was made with tiny random weights; the audio is NOISE.")
-    encoding = record["settings"].get("encoding", "float")
-    bar = _Progress(1 + len(later), progress)
-    try:
-        session, clip, encode_s = _open_session(
-            model, video, record["input"]["start"], record["input"]["duration_requested"],
-            controlnet, variant, bar)
-        session.results = kept
-        new_entries = _run_steps(session, [first] + later, step, out, encoding, [video], bar, log)
-    finally:
-        bar.close()
-    t = time.perf_counter()
-    composite, video_out = _write_outputs(session, out, video, clip.start, encoding, [video])
-    old_video = src / record["video_out"]["file"]
-    if out.resolve() == src.resolve() and video_out["file"] != record["video_out"]["file"] \
-            and old_video.exists():
-        old_video.unlink()
-    new = dict(record)
-    new["steps"] = [e for e in entries[: step - 1]] + new_entries
-    new["composite"], new["video_out"] = composite, video_out
-    new["model"] = _model_entry(files, model, variant, root)
-    new["controlnet"] = _file_entry(Path(controlnet)) if controlnet else None
-    new["timings"] = {"load_model_s": round(load_s, 3), "encode_video_s": round(encode_s, 3),
-                      "steps_s": [e["seconds"] for e in new["steps"]],
-                      "write_s": round(time.perf_counter() - t, 3),
-                      "total_s": round(time.perf_counter() - t0, 3)}
-    new["versions"] = _versions()
-    new["history"] = list(record.get("history", [])) + [
-        {"at": _now(), "action": "redo" if step <= n else "add", "step": step,
-         "changes": changes, "command": command, "from": str(src.resolve())}]
-    _save_record(out, new)
-    log(f"redid steps {step}..{len(new['steps'])}; steps before {step} kept as they were")
-    if composite["note"]:
+        variant = record["model"]["variant"]
+        root = Path(models_dir).expanduser() if models_dir else Path(record["model"]["models_dir"])
+        t = time.perf_counter()
+        model, files = load_variant(variant, root, device=device, dtype=dtype, offline=offline,
+                                    progress=progress, log=log)
+        load_s = time.perf_counter() - t
+        if record.get("smoke_test_weights"):
+            log("SMOKE-TEST WEIGHTS: this chain was made with tiny random weights; the audio is "
+                "NOISE.")
+        encoding = record["settings"].get("encoding", "float")
+        bar = ChainProgress(len(plan), progress)
+        try:
+            session, clip, encode_s = _open_session(model, video, start, duration, controlnet,
+                                                    variant, bar)
+            session.results = kept
+            new_entries = _run_steps(session, plan, step, stage, encoding, [video], bar, log)
+        finally:
+            bar.close()
+        t = time.perf_counter()
+        composite, video_out = _write_outputs(session, stage, video, clip, encoding, whole_video)
+        steps = list(entries[: step - 1]) + new_entries
+        input_entry = dict(record["input"])
+        if not in_place:
+            input_entry["video"] = str(video)
+        settings = {**record["settings"], "whole_video": bool(whole_video)}
+        new = build_record(
+            created=record.get("created"), smoke=record.get("smoke_test_weights", False),
+            notes=record.get("notes", []), command=record.get("command"),
+            input_entry=input_entry, model=model_entry(files, model, variant, root),
+            controlnet=file_entry(Path(controlnet)) if controlnet else None,
+            settings=settings, steps=steps, composite=composite, video_out=video_out,
+            timings=_timings(load_s, encode_s, steps, t, t0),
+            history=list(record.get("history", [])) + [
+                {"at": now(), "action": "redo" if step <= n else "add", "step": step,
+                 "changes": changes, "command": command, "from": str(src)}])
+        write_record(stage.path, new)
+        final = stage.swap_into(src, owned, linked, log) if in_place else stage.publish()
+    log(f"redid steps {step}..{len(steps)} in {final}; steps before {step} kept as they were")
+    if composite.get("note"):
         log(f"composite: {composite['note']}")
-    return new
+    return {**new, "run_dir": str(final)}

@@ -8,11 +8,13 @@ means a bug.
 from __future__ import annotations
 
 import argparse
+import errno
+import signal
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .errors import NAGFoleyError
+from .errors import ConfigError, NAGFoleyError
 
 VARIANTS = ("small_16k", "small_44k", "medium_44k", "large_44k", "large_44k_v2")
 METHODS = ("nag", "negative_prompt", "independent")
@@ -21,6 +23,17 @@ EXIT_USER_ERROR = 2
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def _seed(text: str) -> int:
+    from .record import SEED_MAX
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"{value} is outside 0..{SEED_MAX} (64-bit seeds)")
+    return value
 
 
 def _model_args(p: argparse.ArgumentParser, variant: bool = True) -> None:
@@ -50,7 +63,7 @@ def _step_args(p: argparse.ArgumentParser, defaults: bool) -> None:
     p.add_argument("--beta", type=float, default=None,
                    help="negative audio guidance strength (NAG), default 1.5")
     p.add_argument("--steps", type=int, default=d(25), help="Euler steps per track (default 25)")
-    p.add_argument("--seed", type=int, default=d(42),
+    p.add_argument("--seed", type=_seed, default=d(42),
                    help="seed of step 1; step k uses seed + k - 1 (default 42)" if defaults
                    else "seed of the redone step")
     p.add_argument("--method", default=None, choices=METHODS,
@@ -58,6 +71,10 @@ def _step_args(p: argparse.ArgumentParser, defaults: bool) -> None:
                         "default with one), negative_prompt (the default without), independent")
     p.add_argument("--negative", default=None, metavar="TEXT",
                    help="your own negative prompt (added to every step)")
+    p.add_argument("--whole-video", action="store_true", default=None,
+                   help="the .foley video is the whole input video with the sound placed at "
+                        "--start (default: only the scored segment, --start to --start + "
+                        "--duration)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prompt", action="append", required=True,
                    help="the prompt of one step; repeat for each step, in order")
     g.add_argument("--out", default="nag_foley_out", metavar="DIR",
-                   help="output folder (default ./nag_foley_out)")
+                   help="run folder (default ./nag_foley_out); if it already holds files, "
+                        "nothing in it is touched and the run goes to DIR-2, DIR-3, ...")
     g.add_argument("--controlnet", default=None, metavar="FILE",
                    help="NAG ControlNet weights (.safetensors); enables --method nag")
     g.add_argument("--start", type=float, default=0.0, help="seconds into the video (default 0)")
@@ -99,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--prompt", default=None, help="new prompt of step K (default: unchanged)")
     r.add_argument("--gain-db", type=float, default=None, dest="gain_db")
     r.add_argument("--to", default=None, metavar="DIR",
-                   help="write the result to another folder (earlier tracks are copied)")
+                   help="write the result to a new run folder (earlier tracks are copied; "
+                        "if DIR already holds files the run goes to DIR-2, ...)")
     r.add_argument("--controlnet", default=None, metavar="FILE",
                    help="ControlNet (default: the one recorded)")
     _step_args(r, defaults=False)
@@ -150,7 +169,8 @@ def _cmd_generate(a, argv) -> int:
               steps=a.steps, seed=a.seed, start=a.start, duration=a.duration,
               negative=a.negative or "", gains_db=a.gain_db, device=a.device, dtype=a.dtype,
               offline=a.offline, encoding="pcm16" if a.pcm16 else "float",
-              progress=not a.quiet, command=["nag_core", *argv], log=_log)
+              whole_video=bool(a.whole_video), progress=not a.quiet,
+              command=["nag_core", *argv], log=_log)
     return 0
 
 
@@ -161,7 +181,7 @@ def _cmd_redo(a, argv) -> int:
                "gain_db": a.gain_db}
     redo_chain(a.out, a.step, changes=changes, models_dir=a.models, controlnet=a.controlnet,
                device=a.device, dtype=a.dtype, offline=a.offline, to_dir=a.to,
-               progress=not a.quiet, command=["nag_core", *argv], log=_log)
+               whole_video=a.whole_video, progress=not a.quiet, command=["nag_core", *argv], log=_log)
     return 0
 
 
@@ -175,9 +195,18 @@ def _cmd_demo(a, argv) -> int:
     return 0
 
 
-def _cmd_download(a, argv) -> int:
-    from .download import ensure_model_files, resolve_models_dir
+def _models_root(a) -> Path:
+    from .download import resolve_models_dir
     root = resolve_models_dir(a.models)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"models folder {root} is a file; give a folder (--models DIR), "
+                          "created if missing")
+    return root
+
+
+def _cmd_download(a, argv) -> int:
+    from .download import ensure_model_files
+    root = _models_root(a)
     _log(f"models folder: {root}")
     files = ensure_model_files(a.variant, root, offline=False, replace_smoke=True)
     _log(f"{a.variant} is complete in {root} (network: {files.network.name})")
@@ -185,10 +214,9 @@ def _cmd_download(a, argv) -> int:
 
 
 def _cmd_list_models(a, argv) -> int:
-    from .download import resolve_models_dir
     from .smoke import MARKER
     from .weights import NETWORK_FILES, find_model_files, list_weight_files
-    root = resolve_models_dir(a.models)
+    root = _models_root(a)
     print(f"models folder: {root}" + ("" if root.is_dir() else " (does not exist yet)"))
     if (root / MARKER).exists():
         print("  NOTE: this is a smoke-test set (tiny random weights; generates noise)")
@@ -218,17 +246,43 @@ COMMANDS = {"generate": _cmd_generate, "redo": _cmd_redo, "demo": _cmd_demo,
             "smoke-models": _cmd_smoke_models}
 
 
+def _os_error(e: OSError) -> str:
+    """One line for a file-system failure: what and where, and what to do."""
+    where = f" ({e.filename})" if e.filename else ""
+    if e.errno == errno.ENOSPC:
+        return f"the disk is full{where}; free some space and run again (nothing was published)"
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f"{e.strerror}{where}; check the permissions of that path, or choose another "
+                "folder")
+    return f"{e.strerror or e}{where}; check that path"
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM: clean up the half-built run as Ctrl-C does
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    previous = None
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:
+        pass  # not the main thread: signals stay as they are
     try:
         return COMMANDS[args.command](args, argv)
     except NAGFoleyError as e:
         _log(f"error: {e}")
         return EXIT_USER_ERROR
+    except OSError as e:
+        _log(f"error: {_os_error(e)}")
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        _log("interrupted")
+        _log("interrupted: nothing of this run was published; earlier runs are as they were")
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

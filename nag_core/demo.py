@@ -142,29 +142,46 @@ def pick_demo_models(models_dir=None, variant: str = "small_16k") -> tuple[Path,
 def run_demo(out_dir=None, *, models_dir=None, variant: str = "small_16k", seconds: float = 8.0,
              steps: Optional[int] = None, device=None, progress: bool = True,
              log: Callable[[str], None] = print) -> dict:
-    """Write the demo video into ``out_dir`` (default ./nag_foley_demo) and run the 3-prompt chain
-    on it. Returns the run record."""
-    from .chain import run_chain
-
-    out = Path(out_dir or "nag_foley_demo")
-    out.mkdir(parents=True, exist_ok=True)
+    """Write the demo video and the 3-prompt chain on it into a new run folder, ``out_dir``
+    (default ./nag_foley_demo) or, when that already holds files, the next free numbered
+    folder beside it (as ``generate`` chooses). Returns the run record, with ``run_dir``."""
     root, kind = pick_demo_models(models_dir, variant)
     if kind == "world":
-        return _run_world_demo(out, root, steps, device, progress, log)
+        return _in_new_run(out_dir, log, lambda stage: _run_world_demo(
+            stage, root, steps, device, progress, log))
     smoke = kind == "smoke"
     if smoke:
         variant = "small_16k"
     notes = [SMOKE_NOTE] if smoke else [NO_CONTROLNET_NOTE]
     for note in notes:
         log(note)
-    video = write_demo_video(out / DEMO_NAME, seconds=seconds)
-    log(f"demo video: {video}")
-    record = run_chain(video, list(DEMO_PROMPTS), out, variant=variant, models_dir=root,
-                       steps=steps or (10 if smoke else 25), duration=seconds, device=device,
-                       offline=True, progress=progress, notes=notes, smoke=smoke, log=log)
+
+    def run(stage):
+        from .chain import run_chain_in
+        video = write_demo_video(stage.path / DEMO_NAME, seconds=seconds)
+        return run_chain_in(stage, video, list(DEMO_PROMPTS), variant=variant, models_dir=root,
+                            steps=steps or (10 if smoke else 25), duration=seconds,
+                            device=device, offline=True, progress=progress, notes=notes,
+                            smoke=smoke, log=log)
+    record = _in_new_run(out_dir, log, run)
     for note in notes:
         log(note)
     return record
+
+
+def _in_new_run(out_dir, log, run) -> dict:
+    """``run(stage)`` in a new run folder that becomes visible only once it is complete."""
+    from .run_folder import RunStage, describe_target, free_target
+    requested = Path(out_dir or "nag_foley_demo")
+    target = free_target(requested)
+    moved = describe_target(requested, target)
+    if moved:
+        log(moved)
+    with RunStage(target, requested=requested) as stage:
+        record = run(stage)
+        final = stage.publish()
+    log(f"demo video and its Foley: {final}")
+    return {**record, "run_dir": str(final)}
 
 
 def write_world_video(path, seed: int = WORLD_SEED) -> tuple[Path, object]:
@@ -178,16 +195,15 @@ def write_world_video(path, seed: int = WORLD_SEED) -> tuple[Path, object]:
     return write_video(path, frames, FPS, crf=4), clip
 
 
-def _run_world_demo(out: Path, root: Path, steps, device, progress, log) -> dict:
-    from .chain import run_chain
+def _run_world_demo(stage, root: Path, steps, device, progress, log) -> dict:
+    from .chain import run_chain_in
     from .world.assets import CONTROLNET_FILE, WORLD_DURATION
 
     log(WORLD_NOTE)
-    video, _ = write_world_video(out / DEMO_NAME)
-    log(f"demo video: {video}")
-    record = run_chain(video, list(WORLD_PROMPTS), out, models_dir=root,
-                       controlnet=root / CONTROLNET_FILE, method="nag", steps=steps or 12,
-                       seed=1, duration=WORLD_DURATION, device=device, offline=True,
-                       progress=progress, notes=[WORLD_NOTE], smoke=False, log=log)
+    video, _ = write_world_video(stage.path / DEMO_NAME)
+    record = run_chain_in(stage, video, list(WORLD_PROMPTS), models_dir=root,
+                          controlnet=root / CONTROLNET_FILE, method="nag", steps=steps or 12,
+                          seed=1, duration=WORLD_DURATION, device=device, offline=True,
+                          progress=progress, notes=[WORLD_NOTE], smoke=False, log=log)
     log(WORLD_NOTE)
     return record

@@ -21,6 +21,7 @@ from .mmaudio.mel import mel_converter
 from .mmaudio.network import MMAudioNetwork
 from .mmaudio.variants import MODES, sequence_lengths
 from .resample import resample
+from .windows import TRAINED_DURATION, plan_windows, sync_frame_slice
 
 
 # What to do about a part that does not fit the network, said once per part.
@@ -42,8 +43,13 @@ class VideoFeatures:
     """CLIP and Synchformer features of one clip; computed once per video for a whole chain."""
 
     clip_f: Tensor  # (1, Nc, clip_dim), L2-normalised per frame
-    sync_f: Tensor  # (1, Ns, sync_dim)
+    sync_f: Tensor  # (1, Ns, sync_dim): segments at stride 8 from the clip's first frame
     duration: float  # effective duration in seconds (after the truncation rule)
+    # A clip longer than one window: the Synchformer tokens of its last window (the one that
+    # ends at the clip's end) when that window starts off the 8-frame grid of ``sync_f``, and
+    # the 25 fps frame it starts at (nag_core.windows).
+    tail_sync_f: Optional[Tensor] = None
+    tail_sync_frame: Optional[int] = None
 
 
 class MMAudioModel(nn.Module):
@@ -56,8 +62,11 @@ class MMAudioModel(nn.Module):
 
     def __init__(self, network: MMAudioNetwork, vae: nn.Module, vocoder: nn.Module,
                  clip: nn.Module, synchformer: nn.Module, tokenizer, variant: str = "custom",
+                 trained_duration: float = TRAINED_DURATION,
                  sources: Optional[Mapping[str, str]] = None):
         super().__init__()
+        # The sequence length the network was trained on: longer clips run in windows this long.
+        self.trained_duration = float(trained_duration)
         self.sources = dict(sources or {})  # part -> the file it was loaded from (messages)
         self.network = network
         self.vae = vae
@@ -128,7 +137,8 @@ class MMAudioModel(nn.Module):
     # ------------------------------------------------------------------ conditions
     @torch.no_grad()
     def encode_video(self, clip: VideoClip) -> VideoFeatures:
-        """CLIP features of the 8 fps stream and Synchformer features of the 25 fps stream."""
+        """CLIP features of the 8 fps stream and Synchformer features of the 25 fps stream, once
+        for the whole clip (windows of a long clip are cut from them; nag_core.windows)."""
         lengths = sequence_lengths(self.mode, clip.duration)
         dev = self.device
         # uint8 frames cross to the device, then become float there (a quarter of the traffic)
@@ -141,7 +151,16 @@ class MMAudioModel(nn.Module):
             raise ConfigError(f"the video gave {sync_frames.shape[0]} frames at 25 fps, "
                               f"{n_sync} are needed for {clip.duration:.2f} s")
         sync_f = self.synchformer.encode(sync_frames.unsqueeze(0))
-        return VideoFeatures(clip_f=clip_f, sync_f=sync_f, duration=lengths.duration)
+        features = VideoFeatures(clip_f=clip_f, sync_f=sync_f, duration=lengths.duration)
+        # The last window ends at the clip's end whatever the overlap, so its start is known now.
+        plan = plan_windows(self.mode, lengths.duration, self.trained_duration)
+        last = plan.windows[-1]
+        if last.index > 0 and not last.on_sync_grid:
+            frames = clip.sync_frames[sync_frame_slice(plan, last.index)].to(dev)
+            features.tail_sync_f = self.synchformer.encode(
+                sync_to_float(frames).to(self.synchformer.dtype).unsqueeze(0))
+            features.tail_sync_frame = last.sync_frame
+        return features
 
     @torch.no_grad()
     def encode_text(self, texts: Sequence[str]) -> Tensor:

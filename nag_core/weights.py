@@ -295,7 +295,9 @@ def load_model_files(files: ModelFiles, *, device="cpu", dtype=None):
     tokenizer = load_tokenizer(vocab, weights_path=files.clip.parent)
     sources = {k: str(getattr(files, k)) for k in ("network", "vae", "vocoder", "clip",
                                                     "synchformer")}
+    from .windows import trained_duration
     model = MMAudioModel(network, vae, vocoder, clip, synchformer, tokenizer, variant=variant,
+                         trained_duration=trained_duration(files.network.parent),
                          sources=sources)
     smoke = [Path(p).name for p in sources.values() if is_smoke_file(p)]
     model.smoke_test_weights = bool(smoke)

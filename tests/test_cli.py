@@ -48,7 +48,8 @@ def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     models = root / "models"
     write_smoke_models(models)
-    # the output folder is the input's folder: the input must survive untouched
+    # --out is the input's folder: it holds a file, so the run goes to work-2 beside it and
+    # the input survives untouched
     video = write_demo_video(root / "work" / "ball.mp4", seconds=SECONDS, size=64)
     before = _sha(video)
     out = video.parent
@@ -59,7 +60,8 @@ def env(tmp_path_factory):
     for p in PROMPTS:
         argv += ["--prompt", p]
     assert cli.main(argv) == 0
-    yield {"root": root, "models": models, "video": video, "video_sha": before, "out": out}
+    yield {"root": root, "models": models, "video": video, "video_sha": before,
+           "out": out.with_name("work-2")}
     mp.undo()
 
 
@@ -113,9 +115,11 @@ def test_record_contents(env):
 
 def test_input_video_untouched_in_its_own_folder(env):
     assert _sha(env["video"]) == env["video_sha"]
+    assert [p.name for p in env["video"].parent.iterdir()] == ["ball.mp4"]
     assert sorted(p.name for p in env["out"].iterdir()) == sorted(
-        ["ball.mp4", "ball.foley.mp4", "composite.wav", "record.json",
+        ["ball.foley.mp4", "composite.wav", "record.json",
          "track_01_a-ball-bounces.wav", "track_02_a-lamp-beeps.wav", "track_03_rain-falls.wav"])
+    assert not [p for p in env["out"].parent.iterdir() if p.name.startswith(".")]
 
 
 def test_redo_step_3_keeps_earlier_tracks_byte_identical(env, tmp_path):

@@ -9,7 +9,7 @@ import pytest
 
 import nag_core
 from nag_core import filehash
-from nag_core.chain import slug, track_name
+from nag_core.run_folder import slug, track_name
 from nag_core.demo import demo_frames, write_demo_video
 from nag_core.errors import WeightsError
 from nag_core.smoke import write_smoke_models

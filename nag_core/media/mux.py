@@ -31,14 +31,18 @@ def _audio_plan(suffix: str, sr: int) -> tuple[str, int]:
     return codec, sr if sr in _AAC_RATES else 48000
 
 
-def mux_audio_into_video(video_path, wave, sample_rate: int, out_path, start: float = 0.0) -> str:
+def mux_audio_into_video(video_path, wave, sample_rate: int, out_path, start: float = 0.0, *,
+                         trim: bool = False) -> str:
     """Write ``out_path``: the video of ``video_path`` with ``wave`` ((C, T) or (T,) float in
     [-1, 1] at ``sample_rate``) as its only audio track, beginning ``start`` seconds into the video.
 
     The video stream is copied packet by packet (re-encoded only if the output container cannot
-    hold its codec); audio beyond the end of the video is cut so the length is unchanged. The
-    output is written under a temporary name in the destination folder and renamed at the end;
-    the input is never modified. Returns the output path as a string.
+    hold its codec); audio beyond the end of the video is cut so the length is unchanged. With
+    ``trim`` the output is only the segment the audio covers (``start`` to ``start`` + its
+    length), the audio at time 0; a packet copy cannot cut between keyframes, so the segment's
+    picture is re-encoded, unless the segment is the whole video (then it is copied as above).
+    The output is written under a temporary name in the destination folder and renamed at the
+    end; the input is never modified. Returns the output path as a string.
     """
     src = check_file(video_path, "video")
     out = prepare_output(out_path)
@@ -51,8 +55,67 @@ def mux_audio_into_video(video_path, wave, sample_rate: int, out_path, start: fl
     if rate != int(sample_rate):
         w = resample(w, int(sample_rate), rate)
     with written_atomically(out) as tmp:
-        _write(src, out, tmp, w, rate, codec, Fraction(repr(float(start))))
+        if trim and not _covers_whole_video(src, float(start), w.shape[-1] / rate):
+            _write_segment(src, tmp, w, rate, codec, Fraction(repr(float(start))))
+        else:
+            _write(src, out, tmp, w, rate, codec, Fraction(repr(float(start))))
     return str(out)
+
+
+def _covers_whole_video(src, start: float, seconds: float) -> bool:
+    inp = open_input(src, "video")
+    try:
+        vin = video_stream(inp, src)
+        length = stream_length(inp, vin)
+        frame = 1.0 / float(vin.average_rate or vin.guessed_rate or 25)
+    finally:
+        inp.close()
+    return start < frame / 2 and length is not None and seconds >= length - frame / 2
+
+
+def _write_segment(src, tmp, wave: torch.Tensor, rate: int, codec: str, start: Fraction) -> None:
+    """The segment [start, start + audio length) with its picture re-encoded, audio from 0."""
+    inp = open_input(src, "video")
+    try:
+        vin = video_stream(inp, src)
+        origin = time_origin(inp)
+        length = stream_length(inp, vin)
+        if length is not None and float(start) >= length:
+            raise ConfigError(f"start {float(start):g} s is past the end of the video ({length:.3f} s)")
+        end = start + Fraction(wave.shape[-1], rate)
+        with av.open(str(tmp), "w") as dst:
+            vout = _reencode_stream(dst, vin)
+            if vout.codec_context.name == "libx264":
+                vout.options = {"crf": "18"}  # near-transparent: this is a preview of the score
+            aout = dst.add_stream(codec, rate=rate)
+            aout.layout = "mono" if wave.shape[0] == 1 else "stereo"
+            audio = _encode_audio(aout, wave, rate, 0)
+            tb = vin.time_base
+            if start > 0:
+                inp.seek(int((start + origin) / tb), stream=vin, backward=True)
+            ai = 0
+            for frame in inp.decode(vin):
+                if frame.pts is None:
+                    continue
+                t = Fraction(frame.pts) * tb - origin
+                if t < start:
+                    continue
+                if t >= end:
+                    break
+                out_frame = frame.reformat(vout.width, vout.height, "yuv420p")
+                out_frame.pts = int(round((t - start) / tb))
+                out_frame.time_base = tb
+                while ai < len(audio) and _packet_time(audio[ai]) <= float(t - start):
+                    dst.mux(audio[ai])
+                    ai += 1
+                for p in vout.encode(out_frame):
+                    dst.mux(p)
+            for p in vout.encode():
+                dst.mux(p)
+            for p in audio[ai:]:
+                dst.mux(p)
+    finally:
+        inp.close()
 
 
 def _write(src, out, tmp, wave: torch.Tensor, rate: int, codec: str, start: Fraction) -> None:
