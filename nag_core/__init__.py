@@ -19,6 +19,7 @@ from .version import __version__
 
 _LAZY = {
     "FoleySession": "pipeline", "StepSettings": "pipeline", "StepResult": "pipeline",
+    "METHODS": "defaults",
     "MMAudioModel": "model", "VideoClip": "media", "write_audio": "media",
     "read_audio": "media", "mux_audio_into_video": "media",
     "load_controlnet": "controlnet", "resolve_models_dir": "download",
@@ -41,7 +42,9 @@ def load(variant: str = "small_16k", models_dir=None, device=None, dtype=None, *
          offline: bool | None = None, download: bool = True, progress: bool = True):
     """An :class:`MMAudioModel` of ``variant`` from the models folder (resolved as in
     :func:`nag_core.download.resolve_models_dir`), downloading missing files unless offline.
-    ``device`` defaults to cuda when available, ``dtype`` to float32."""
+    ``device`` defaults to cuda when available, ``dtype`` to bf16 on CUDA and float32 on the CPU
+    (:func:`nag_core.defaults.resolve_device` / :func:`~nag_core.defaults.resolve_dtype`, the
+    rule the command line and the nodes use too)."""
     from .loading import load_variant
     return load_variant(variant, models_dir, device=device, dtype=dtype, offline=offline,
                         download=download, progress=progress)[0]

@@ -32,13 +32,15 @@ Log = Callable[[str], None]
 
 
 def default_method(controlnet) -> str:
-    return "nag" if controlnet else "negative_prompt"
+    """What ``auto`` runs for steps >= 2 (the one rule: nag_core.defaults.resolve_method)."""
+    from .defaults import AUTO, resolve_method
+    return resolve_method(AUTO, bool(controlnet))
 
 
 def _check_method(method, controlnet) -> None:
     if method == "nag" and not controlnet:
         raise ConfigError("method 'nag' needs a NAG ControlNet (--controlnet FILE); without one "
-                          "use --method negative_prompt (the default) or independent")
+                          "use --method text_nag (the default), negative_prompt or independent")
 
 
 def _step_settings(prompts, *, method, seed, steps, alpha, beta, negative, gains):
@@ -173,7 +175,7 @@ def run_chain_in(stage: RunStage, video, prompts: Sequence[str], *, variant: str
 
     t0 = time.perf_counter()
     prompts = check_prompts(prompts)
-    method = method or default_method(controlnet)
+    method = default_method(controlnet) if method in (None, "auto") else method
     _check_method(method, controlnet)
     alpha = ALPHA_DEFAULT if alpha is None else alpha
     beta = BETA_DEFAULT if beta is None else beta

@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from . import defaults as d
 from .errors import ConfigError, NAGFoleyError
+from .mmaudio.variants import VARIANTS
 
-VARIANTS = ("small_16k", "small_44k", "medium_44k", "large_44k", "large_44k_v2")
-METHODS = ("nag", "negative_prompt", "independent")
 EXIT_USER_ERROR = 2
 
 
@@ -26,20 +26,20 @@ def _log(msg: str) -> None:
 
 
 def _seed(text: str) -> int:
-    from .record import SEED_MAX
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 0 <= value <= SEED_MAX:
-        raise argparse.ArgumentTypeError(f"{value} is outside 0..{SEED_MAX} (64-bit seeds)")
+    if not 0 <= value <= d.SEED_MAX:
+        raise argparse.ArgumentTypeError(f"{value} is outside 0..{d.SEED_MAX} (64-bit seeds)")
     return value
 
 
 def _model_args(p: argparse.ArgumentParser, variant: bool = True) -> None:
     if variant:
-        p.add_argument("--variant", default="small_16k", choices=VARIANTS,
-                       help="MMAudio variant (default small_16k, the paper's base model)")
+        p.add_argument("--variant", default=d.VARIANT_DEFAULT, choices=tuple(VARIANTS),
+                       help=f"MMAudio variant (default {d.VARIANT_DEFAULT}, the paper's base "
+                            "model)")
     p.add_argument("--models", metavar="DIR", default=None,
                    help="models folder (default: $NAGFOLEY_MODELS_DIR, ComfyUI's models/mmaudio "
                         "when run inside ComfyUI, else ~/.cache/nag-foley/models)")
@@ -48,8 +48,8 @@ def _model_args(p: argparse.ArgumentParser, variant: bool = True) -> None:
 def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps ... (default: cuda "
                    "when available, else cpu)")
-    p.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"),
-                   help="model precision (default float32)")
+    p.add_argument("--dtype", "--precision", default=None, choices=d.PRECISIONS,
+                   help="model precision (default auto: bfloat16 on CUDA, float32 on the CPU)")
     p.add_argument("--offline", action="store_true", default=None,
                    help="never download (also NAGFOLEY_OFFLINE=1 or HF_HUB_OFFLINE=1): missing "
                         "weights are listed with where to put them")
@@ -57,20 +57,24 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 
 
 def _step_args(p: argparse.ArgumentParser, defaults: bool) -> None:
-    d = (lambda v: v) if defaults else (lambda v: None)
+    keep = (lambda v: v) if defaults else (lambda v: None)
     p.add_argument("--alpha", type=float, default=None,
-                   help="text guidance strength (CFG), default 4.5")
+                   help=f"text guidance strength (CFG), default {d.ALPHA_DEFAULT:g}")
     p.add_argument("--beta", type=float, default=None,
-                   help="negative audio guidance strength (NAG), default 1.5")
-    p.add_argument("--steps", type=int, default=d(25), help="Euler steps per track (default 25)")
-    p.add_argument("--seed", type=_seed, default=d(42),
-                   help="seed of step 1; step k uses seed + k - 1 (default 42)" if defaults
-                   else "seed of the redone step")
-    p.add_argument("--method", default=None, choices=METHODS,
-                   help="how steps >= 2 avoid earlier tracks: nag (needs --controlnet; the "
-                        "default with one), negative_prompt (the default without), independent")
-    p.add_argument("--negative", default=None, metavar="TEXT",
-                   help="your own negative prompt (added to every step)")
+                   help=f"negative audio guidance strength (NAG), default {d.BETA_DEFAULT:g}")
+    p.add_argument("--steps", type=int, default=keep(d.STEPS_DEFAULT),
+                   help=f"Euler steps per track (default {d.STEPS_DEFAULT})")
+    p.add_argument("--seed", type=_seed, default=keep(d.SEED_DEFAULT),
+                   help=f"seed of step 1; step k uses seed + k - 1 (default {d.SEED_DEFAULT})"
+                   if defaults else "seed of the redone step")
+    p.add_argument("--method", default=None, choices=d.METHOD_CHOICES,
+                   help="how steps >= 2 avoid earlier tracks: auto (the default: "
+                        f"{d.AUTO_WITH_CONTROLNET} with --controlnet, else "
+                        f"{d.AUTO_WITHOUT_CONTROLNET}), nag (needs --controlnet), text_nag "
+                        "(training-free: the earlier prompts with the same video as the "
+                        "negative branch), negative_prompt (the paper's baseline), independent")
+    p.add_argument("--negative-text", "--negative", dest="negative", default=None,
+                   metavar="TEXT", help="your own negative prompt (added to every step)")
     p.add_argument("--whole-video", action="store_true", default=None,
                    help="the .foley video is the whole input video with the sound placed at "
                         "--start (default: only the scored segment, --start to --start + "
@@ -95,9 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "nothing in it is touched and the run goes to DIR-2, DIR-3, ...")
     g.add_argument("--controlnet", default=None, metavar="FILE",
                    help="NAG ControlNet weights (.safetensors); enables --method nag")
-    g.add_argument("--start", type=float, default=0.0, help="seconds into the video (default 0)")
-    g.add_argument("--duration", type=float, default=8.0,
-                   help="seconds to generate (default 8, MMAudio's training length)")
+    g.add_argument("--start-time", "--start", dest="start", type=float, default=0.0,
+                   help="seconds into the video (default 0)")
+    g.add_argument("--duration", type=float, default=d.DURATION_DEFAULT,
+                   help=f"seconds to generate (default {d.DURATION_DEFAULT:g}, MMAudio's "
+                        "training length)")
     g.add_argument("--gain-db", type=float, action="append", default=None, dest="gain_db",
                    help="a track's gain in the mixes; give one per prompt, or none")
     g.add_argument("--pcm16", action="store_true",
@@ -125,24 +131,24 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(r, variant=False)
     _run_args(r)
 
-    d = sub.add_parser("demo", help="synthesise a demo video and run a Foley chain on it",
-                       description="With real weights already downloaded: writes "
-                       "nag_foley_demo.mp4 (a bouncing ball and a blinking lamp) and runs 'a ball "
-                       "bounces' / 'a lamp beeps' / 'rain falls'. Without them: the tiny models "
-                       "trained on the synthetic world (shipped with the pack) on a 4 s world "
-                       "video, 'ball bounces' then 'lamp beeps' with NAG. Never downloads.")
-    d.add_argument("--out", default="nag_foley_demo", metavar="DIR",
-                   help="output folder (default ./nag_foley_demo)")
-    d.add_argument("--seconds", type=float, default=8.0,
-                   help="demo length with real weights (default 8; the world demo is 4 s)")
-    d.add_argument("--steps", type=int, default=None,
-                   help="Euler steps (default 25 with real weights, 12 with the world models)")
-    d.add_argument("--video-only", action="store_true",
-                   help="only write the demo video (nag_foley_demo.mp4, e.g. for the ComfyUI "
+    dm = sub.add_parser("demo", help="synthesise a demo video and run a Foley chain on it",
+                        description="With real weights already downloaded: writes "
+                        "nag_foley_demo.mp4 (a bouncing ball and a blinking lamp) and runs 'a ball "
+                        "bounces' / 'a lamp beeps' / 'rain falls'. Without them: the tiny models "
+                        "trained on the synthetic world (shipped with the pack) on a 4 s world "
+                        "video, 'ball bounces' then 'lamp beeps' with NAG. Never downloads.")
+    dm.add_argument("--out", default="nag_foley_demo", metavar="DIR",
+                    help="output folder (default ./nag_foley_demo)")
+    dm.add_argument("--seconds", type=float, default=d.DURATION_DEFAULT,
+                    help="demo length with real weights (default 8; the world demo is 4 s)")
+    dm.add_argument("--steps", type=int, default=None,
+                    help="Euler steps (default 25 with real weights, 12 with the world models)")
+    dm.add_argument("--video-only", action="store_true",
+                    help="only write the demo video (nag_foley_demo.mp4, e.g. for the ComfyUI "
                         "workflows) and stop")
-    _model_args(d)
-    d.add_argument("--device", default=None)
-    d.add_argument("--quiet", action="store_true")
+    _model_args(dm)
+    dm.add_argument("--device", default=None)
+    dm.add_argument("--quiet", action="store_true")
 
     dl = sub.add_parser("download", help="download the weights of a variant",
                         description="Download the official files of a variant into the models "

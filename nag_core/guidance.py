@@ -1,4 +1,5 @@
-"""Velocity combinations for one Euler step: CFG, NAG (paper Eq. 9) and the negative-prompt baseline.
+"""Velocity combinations for one Euler step: CFG, NAG (paper Eq. 9), text NAG and the
+negative-prompt baseline.
 
 All functions are pure: they take the velocities of the network branches for the same (x, t) and
 return the guided velocity. They never call a network.
@@ -6,12 +7,11 @@ return the guided velocity. They never call a network.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, Union
 
 from torch import Tensor
 
-ALPHA_DEFAULT = 4.5  # w1 / cfg_strength: MMAudio's default and the paper's value
-BETA_DEFAULT = 1.5  # the paper's negative-audio guidance scale
+from .defaults import ALPHA_DEFAULT, BETA_DEFAULT
 
 
 def cfg(cond: Tensor, uncond: Tensor, strength: float) -> Tensor:
@@ -39,6 +39,28 @@ def nag(uncond: Tensor, cond: Tensor, ctrl: Tensor, alpha: float = ALPHA_DEFAULT
     if beta == 0:
         return guided
     return guided + beta * (cond - ctrl)
+
+
+def text_nag(uncond: Tensor, cond: Tensor, earlier: Union[Tensor, Sequence[Tensor]],
+             alpha: float = ALPHA_DEFAULT, beta: float = BETA_DEFAULT) -> Tensor:
+    """Text NAG (this project's addition, not in the paper): Eq. 9 with the ControlNet branch
+    replaced by the frozen network's flow for the same video and the earlier steps' prompts,
+
+        u = u(∅,∅) + α (u(V,C_k) − u(∅,∅)) + β (u(V,C_k) − u(V,C_<k)).
+
+    ``uncond`` = u(∅,∅), ``cond`` = u(V,C_k), ``earlier`` = u(V,C_<k): one velocity, or several
+    (one per earlier prompt) whose mean stands for u(V,C_<k). Like :func:`nag`, beta = 0 returns
+    the CFG velocity bit-for-bit.
+    """
+    if not isinstance(earlier, Tensor):
+        earlier = list(earlier)
+        if not earlier:
+            raise ValueError("text_nag needs at least one earlier-prompt velocity")
+        mean = earlier[0]
+        for v in earlier[1:]:
+            mean = mean + v
+        earlier = mean / len(earlier) if len(earlier) > 1 else mean
+    return nag(uncond, cond, earlier, alpha, beta)
 
 
 def negative_prompt_text(earlier_prompts: Sequence[str]) -> str:

@@ -8,51 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import ConfigError
+from .defaults import resolve_device, resolve_dtype
 
-_DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
-           "float16": "float16", "fp16": "float16"}
-
-
-def parse_dtype(dtype):
-    """A torch dtype from a name (float32 / bfloat16 / float16 and their short forms) or a
-    dtype; None means float32."""
-    import torch
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype or torch.float32
-    name = _DTYPES.get(str(dtype).lower())
-    if name is None:
-        raise ConfigError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
-    return getattr(torch, name)
+__all__ = ["load_variant", "parse_dtype", "resolve_device"]
 
 
-def resolve_device(device):
-    """A torch.device that exists on this machine; None means cuda when available, else cpu."""
-    import torch
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise ConfigError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            build = "a CPU-only build" if torch.version.cuda is None else "no usable GPU"
-            raise ConfigError(f"device {device!r} is not available: this torch "
-                              f"({torch.__version__}) has {build}; use --device cpu, or "
-                              "install a CUDA build of torch")
-        count = torch.cuda.device_count()
-        if dev.index is not None and dev.index >= count:
-            raise ConfigError(f"device {device!r} does not exist: this machine has {count} "
-                              f"CUDA device(s) (cuda:0..cuda:{count - 1})")
-    elif dev.type == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise ConfigError(f"device {device!r} is not available on this machine; use "
-                              "--device cpu")
-    elif dev.type != "cpu":
-        raise ConfigError(f"device {device!r} is not supported; use cpu, cuda, cuda:N or mps")
-    return dev
+def parse_dtype(dtype, device=None):
+    """The model precision for ``device``: nag_core.defaults.resolve_dtype (None or "auto" =
+    bf16 on CUDA, float32 elsewhere; or a name such as float32 / bf16, or a torch.dtype)."""
+    return resolve_dtype(dtype, device if device is not None else resolve_device(None))
 
 
 def load_variant(variant, models_dir, *, device=None, dtype=None, offline=None,
@@ -61,7 +25,8 @@ def load_variant(variant, models_dir, *, device=None, dtype=None, offline=None,
     :func:`nag_core.download.resolve_models_dir`), downloading missing files unless offline."""
     from .download import ensure_model_files
     from .weights import load_model_files
-    dev, dt = resolve_device(device), parse_dtype(dtype)
+    dev = resolve_device(device)
+    dt = parse_dtype(dtype, dev)
     files = ensure_model_files(variant, models_dir, offline=offline, download=download,
                                progress=progress)
     if log is not None:

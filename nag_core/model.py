@@ -14,6 +14,7 @@ from typing import Mapping, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from .defaults import SYNC_FPS, sync_frames_needed
 from .errors import ConfigError, WeightsError
 from .media import VideoClip, clip_to_float, sync_to_float
 from .mmaudio.decode import decode_latents, encode_audio
@@ -144,11 +145,10 @@ class MMAudioModel(nn.Module):
         # uint8 frames cross to the device, then become float there (a quarter of the traffic)
         clip_frames = clip_to_float(clip.clip_frames[: lengths.clip].to(dev)).to(self.clip.dtype)
         clip_f = self.clip.encode_video(clip_frames.unsqueeze(0))
-        # Synchformer needs 16 + 8 (S - 1) frames for S segments.
-        n_sync = 16 + 8 * (lengths.sync // 8 - 1)
+        n_sync = sync_frames_needed(lengths.sync_segments)
         sync_frames = sync_to_float(clip.sync_frames[:n_sync].to(dev)).to(self.synchformer.dtype)
         if sync_frames.shape[0] < n_sync:
-            raise ConfigError(f"the video gave {sync_frames.shape[0]} frames at 25 fps, "
+            raise ConfigError(f"the video gave {sync_frames.shape[0]} frames at {SYNC_FPS} fps, "
                               f"{n_sync} are needed for {clip.duration:.2f} s")
         sync_f = self.synchformer.encode(sync_frames.unsqueeze(0))
         features = VideoFeatures(clip_f=clip_f, sync_f=sync_f, duration=lengths.duration)

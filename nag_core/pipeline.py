@@ -1,131 +1,42 @@
 """Step-by-step Foley: a session that encodes a video once and generates one track per step.
 
-Step 1 is plain CFG. Step k >= 2 is pushed away from the loudness-normalised mix of tracks 1..k-1
-by one of three methods (the paper's Table 2):
+Step 1 is plain CFG. Step k >= 2 is pushed away from the tracks of steps 1..k-1 by one of the
+methods of ``METHODS`` (the registry lives in :mod:`nag_core.defaults`):
 
 * ``"nag"``: Negative Audio Guidance, Eq. 9, with an audio ControlNet (needs ControlNet weights);
+* ``"text_nag"``: Eq. 9 with the ControlNet branch replaced by the frozen network's flow for
+  the same video and the earlier prompts (training-free; this project's addition);
 * ``"negative_prompt"``: CFG whose unconditional text is the earlier prompts;
 * ``"independent"``: plain CFG, ignoring earlier steps (NAG with beta = 0).
 
-The default, ``"auto"``, is NAG when the session has a ControlNet and negative prompting when it
-has none (the command line chooses the same way).
+The default, ``"auto"``, is NAG when the session has a ControlNet and
+``defaults.AUTO_WITHOUT_CONTROLNET`` (text_nag) when it has none (the command line and the node
+choose the same way).
 
 Redoing step k (new prompt or seed) keeps tracks 1..k-1 untouched and regenerates k and every
-later step, because their conditioning mixes depend on track k.
+later step, because their conditioning mixes depend on track k. A step may have several takes
+(one batched call); the chosen take is the one the chain goes on with.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field, replace
-from typing import Callable, Optional
+from typing import Optional
 
-import torch
 from torch import Tensor
 
+from . import defaults as d
+from .defaults import METHODS
 from .errors import ConfigError
-from .generation import sample_cfg, sample_nag
-from .guidance import ALPHA_DEFAULT, BETA_DEFAULT, negative_prompt_text
 from .media import VideoClip
 from .mix import TARGET_LUFS, Normalized, Track, composite
 from .mmaudio.variants import sequence_lengths
 from .model import MMAudioModel, VideoFeatures
+from .step import (STEP_SETTING_NAMES, StepProgress, StepResult, StepSettings,
+                   check_setting_names, generate_track)
 
-METHODS = ("nag", "negative_prompt", "independent")
-
-StepProgress = Callable[[int, int], None]
-"""``progress(euler_step_done, total_euler_steps)``; raising from it cancels the generation."""
-
-
-@dataclass(frozen=True)
-class StepSettings:
-    prompt: str
-    seed: int = 42
-    steps: int = 25
-    alpha: float = ALPHA_DEFAULT
-    beta: float = BETA_DEFAULT
-    method: str = "auto"  # nag with a ControlNet, else negative_prompt (as the CLI chooses)
-    negative_text: str = ""  # user's own negative prompt (appended to the baseline's, if any)
-    gain_db: float = 0.0  # this track's gain in the mixes (composite and later conditioning)
-
-    def __post_init__(self):
-        if self.method not in METHODS + ("auto",):
-            raise ConfigError(f"unknown method {self.method!r}; use one of {', '.join(METHODS)} "
-                              "or auto")
-        if self.steps < 1:
-            raise ConfigError(f"steps must be at least 1, got {self.steps}")
-
-
-@dataclass
-class StepResult:
-    settings: StepSettings
-    wave: Tensor  # (samples,) float32 at the model's sample rate, trimmed to the clip duration
-    method_used: str  # what actually ran ("cfg" for step 1, else the method)
-    seconds: float
-
-
-def generate_track(model: MMAudioModel, features: VideoFeatures, settings: StepSettings, *,
-                   condition_mix: Optional[Normalized] = None, controlnet=None,
-                   earlier_prompts: tuple[str, ...] = (),
-                   progress: Optional[StepProgress] = None) -> StepResult:
-    """Generate one track. ``condition_mix`` is the normalised mix of the earlier tracks (None for
-    step 1). Returns the waveform trimmed to ``features.duration``."""
-    start = time.perf_counter()
-    net = model.network
-    net.set_duration(features.duration)
-    dev, dt = model.device, model.dtype
-
-    clip_f, sync_f = features.clip_f, features.sync_f
-    if clip_f is None:  # text-to-audio: the learned empty video sequences
-        clip_f, sync_f = net.get_empty_clip_sequence(1), net.get_empty_sync_sequence(1)
-    clip_f, sync_f = clip_f.to(dev, dt), sync_f.to(dev, dt)
-
-    text = model.encode_text([settings.prompt]).to(dt)
-    conditions = net.preprocess_conditions(clip_f, sync_f, text)
-
-    method = "cfg" if condition_mix is None else settings.method
-    if method == "auto":
-        method = "nag" if controlnet is not None else "negative_prompt"
-    if method == "nag" and settings.beta == 0:
-        method = "independent"  # Eq. 9 with beta = 0 is plain CFG, bit for bit
-    negatives = [settings.negative_text] if settings.negative_text.strip() else []
-    if method == "negative_prompt":
-        negatives = [negative_prompt_text(earlier_prompts)] + negatives
-    negative = ", ".join(n for n in negatives if n)
-    neg_features = model.encode_text([negative]).to(dt) if negative else None
-    empty = net.get_empty_conditions(1, negative_text_features=neg_features)
-
-    generator = torch.Generator(device=dev).manual_seed(int(settings.seed))
-    x0 = torch.randn(1, net.latent_seq_len, net.config.latent_dim, generator=generator,
-                     device=dev, dtype=dt)
-    callback = (lambda i, n, _x: progress(i, n)) if progress else None
-
-    with torch.no_grad():
-        if method == "nag":
-            if controlnet is None:
-                raise ConfigError("NAG needs ControlNet weights (NAGControlNetLoader / "
-                                  "--controlnet); without them choose 'negative_prompt' or "
-                                  "'independent'")
-            x_cond = model.encode_mix(condition_mix.wave, condition_mix.sample_rate)
-            ctrl_conditions = net.preprocess_conditions(clip_f, sync_f,
-                                                        net.get_empty_string_sequence(1))
-            x1 = sample_nag(net, controlnet, conditions, empty, ctrl_conditions, x_cond, x0,
-                            settings.steps, alpha=settings.alpha, beta=settings.beta,
-                            callback=callback)
-        else:
-            x1 = sample_cfg(net, conditions, empty, x0, settings.steps, settings.alpha,
-                            callback=callback)
-        wave = model.decode(x1)[0]
-    wave = _fit(wave, model.num_samples(features.duration)).cpu()
-    return StepResult(settings, wave, method, time.perf_counter() - start)
-
-
-def _fit(wave: Tensor, samples: int) -> Tensor:
-    """Trim (or pad with silence) to exactly ``samples``: MMAudio's output is a whole number of
-    latent frames (8.011 s for 8 s at 44.1 kHz), the video is not."""
-    if wave.shape[-1] >= samples:
-        return wave[..., :samples]
-    return torch.nn.functional.pad(wave, (0, samples - wave.shape[-1]))
+__all__ = ["METHODS", "FoleySession", "StepSettings", "StepResult", "StepProgress",
+           "generate_track"]
 
 
 @dataclass
@@ -134,9 +45,15 @@ class FoleySession:
 
     >>> session = FoleySession(model, video_clip, controlnet=controlnet)
     >>> session.add_step("footsteps on gravel", seed=1)
-    >>> session.add_step("wind through trees", seed=2)
+    >>> r = session.add_step("wind through trees", takes=4)   # 4 takes, one batched call
+    >>> r.waves.shape                                         # (4, samples); take i: seed + i
+    >>> session.choose_take(2, 3)                             # the chain goes on with take 3
     >>> session.redo_step(2, prompt="wind in tall grass")      # step 1 is kept as it is
     >>> session.composite().wave                              # −20 LUFS mix of all tracks
+
+    Without ``seed``, step k uses ``defaults.step_seed(SEED_DEFAULT, k)`` = 42 + k − 1, as the
+    command line does. Settings are the fields of :class:`StepSettings`; any other name is a
+    ConfigError that lists them.
     """
 
     model: MMAudioModel
@@ -146,8 +63,11 @@ class FoleySession:
     target_lufs: float = TARGET_LUFS
     progress: Optional[StepProgress] = None
     results: list = field(default_factory=list)
+    features: Optional[VideoFeatures] = None  # given: reused (e.g. from another session)
 
     def __post_init__(self):
+        if self.features is not None:
+            return
         if self.video is not None:
             self.features = self.model.encode_video(self.video)
         else:
@@ -191,28 +111,64 @@ class FoleySession:
             progress=self.progress)
 
     def add_step(self, prompt: str, **settings) -> StepResult:
-        s = StepSettings(prompt=prompt, **settings)
-        result = self._generate(len(self.results) + 1, s)
+        """Generate step k = len(results) + 1 and append it. ``takes=N`` makes N takes in one
+        batched call (take i from seed + i; the result's ``waves`` holds all of them) and the
+        chain goes on with take 0 until :meth:`choose_take` picks another."""
+        check_setting_names(settings, [n for n in STEP_SETTING_NAMES if n != "prompt"])
+        k = len(self.results) + 1
+        settings.setdefault("seed", d.step_seed(d.SEED_DEFAULT, k))
+        result = self._generate(k, StepSettings(prompt=prompt, **settings))
         self.results.append(result)
         return result
 
-    def redo_step(self, k: int, **changes) -> list[StepResult]:
-        """Regenerate step k (1-based) with changed settings (prompt=, seed=, beta=, ...), then
-        every later step with its own settings. Steps before k are not touched. If any of them
-        fails or is cancelled, the session keeps all its previous steps, as they were."""
-        if not 1 <= k <= len(self.results):
-            raise ConfigError(f"there is no step {k}; the session has {len(self.results)}")
+    def _check_step(self, k) -> None:
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(self.results):
+            raise ConfigError(f"there is no step {k!r}; the session has {len(self.results)} "
+                              f"(1..{len(self.results)})")
+
+    def _regenerate(self, k: int, first: StepResult | StepSettings) -> list[StepResult]:
+        """Replace step k with ``first`` (a result kept as it is, or settings to generate), then
+        regenerate every later step with its own settings and chosen take index. On any failure
+        or cancel the session keeps all its previous steps, as they were."""
         old = list(self.results)
-        later = [r.settings for r in old[k:]]
-        new = replace(old[k - 1].settings, **changes)
         del self.results[k - 1:]
-        redone = []
+        done = []
         try:
-            for s in [new] + later:
-                result = self._generate(len(self.results) + 1, s)
+            if isinstance(first, StepResult):
+                self.results.append(first)
+            else:
+                done.append(self._generate(k, first))
+                self.results.append(done[-1])
+            for r in old[k:]:
+                result = self._generate(len(self.results) + 1, r.settings)
+                result.take = r.take  # the same seed as the take chosen before
                 self.results.append(result)
-                redone.append(result)
+                done.append(result)
         except BaseException:
             self.results[:] = old  # a failed redo must not cost the user steps k..n
             raise
-        return redone
+        return done
+
+    def redo_step(self, k: int, **changes) -> list[StepResult]:
+        """Regenerate step k (1-based) with changed settings (prompt=, seed=, beta=, takes=, ...),
+        then every later step with its own settings. Steps before k are not touched. If any of
+        them fails or is cancelled, the session keeps all its previous steps, as they were.
+        Returns the regenerated steps (k first)."""
+        self._check_step(k)
+        check_setting_names(changes)
+        return self._regenerate(k, replace(self.results[k - 1].settings, **changes))
+
+    def choose_take(self, k: int, take: int) -> list[StepResult]:
+        """Go on with take ``take`` (0-based) of step k: it becomes step k's track in every mix
+        and the composite. The takes of step k are kept; later steps are regenerated (their
+        conditioning mix contains track k) with their own settings. Returns the regenerated
+        later steps (empty when k is the last step or the take is already chosen)."""
+        self._check_step(k)
+        current = self.results[k - 1]
+        if isinstance(take, bool) or not isinstance(take, int) \
+                or not 0 <= take < current.takes:
+            raise ConfigError(f"there is no take {take!r} of step {k}; it has {current.takes} "
+                              f"(0..{current.takes - 1})")
+        if take == current.take:
+            return []
+        return self._regenerate(k, replace(current, take=take))

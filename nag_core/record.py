@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 from .atomic import write_text
+from .defaults import SEED_MAX  # noqa: F401  (record.SEED_MAX: read by preflight)
 from .errors import ConfigError
 from .filehash import cached_sha256, sha256_file
 
@@ -26,7 +27,6 @@ RECORD_FORMAT = "nag-foley-record"
 RECORD_VERSION = 1
 COMPOSITE_NAME = "composite.wav"
 STEP_FIELDS = ("prompt", "seed", "steps", "alpha", "beta", "method", "negative_text", "gain_db")
-SEED_MAX = 2 ** 64 - 1  # torch.Generator.manual_seed takes 64-bit seeds
 ENCODINGS = ("float", "pcm16")
 
 

@@ -24,9 +24,9 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
+from .defaults import VIDEO_SUFFIXES
 from .errors import ConfigError
 
-VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm")
 _TAKEN = (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR)
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from .defaults import mode_of_variant
 from .errors import WeightsError
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ def required_files(variant: str) -> list[RemoteFile]:
     """Every file a variant needs, in download order (small ones first)."""
     if variant not in NETWORK_FILES:
         raise WeightsError(f"unknown variant {variant!r}; choose one of {', '.join(NETWORK_FILES)}")
-    mode = "16k" if variant.endswith("16k") else "44k"
+    mode = mode_of_variant(variant)
     files = [NETWORK_FILES[variant], VAE_FILES[mode], VOCODER_FILES[mode]]
     if mode == "44k":
         files.append(VOCODER_44K_CONFIG)
@@ -192,9 +193,10 @@ def missing_files(models_dir: str | os.PathLike, variant: str) -> list[RemoteFil
     """The official files of ``variant`` that ``models_dir`` lacks, in download order. A file
     counts as present under any name :func:`find_model_files` accepts (kijai's fp16 files, ...)."""
     root = Path(models_dir)
-    mode = "16k" if variant.endswith("16k") else "44k"
+    required = required_files(variant)  # refuses an unknown variant
+    mode = mode_of_variant(variant)
     out = []
-    for remote in required_files(variant):
+    for remote in required:
         kind = classify(remote.relpath)
         if kind is None:  # a config file: only the official place counts
             present = (root / remote.relpath).is_file()
@@ -210,9 +212,9 @@ def find_model_files(models_dir: str | os.PathLike, variant: str) -> ModelFiles:
     """Locate the files of ``variant`` in ``models_dir``. Missing files raise a WeightsError that
     lists exactly which files are missing, where to put them and where to get them."""
     root = Path(models_dir)
-    mode = "16k" if variant.endswith("16k") else "44k"
     if variant not in NETWORK_FILES:
         raise WeightsError(f"unknown variant {variant!r}; choose one of {', '.join(NETWORK_FILES)}")
+    mode = mode_of_variant(variant)
     wanted = {
         "network": NETWORK_FILES[variant],
         "vae": VAE_FILES[mode],

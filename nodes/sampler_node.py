@@ -5,7 +5,8 @@ from __future__ import annotations
 from nag_core.errors import ConfigError
 from nag_core.guidance import ALPHA_DEFAULT, BETA_DEFAULT
 from nag_core.mix import Normalized, loudness_normalize
-from nag_core.pipeline import METHODS, StepSettings, generate_track
+from nag_core.defaults import METHOD_CHOICES, METHOD_DEFAULT, resolve_method
+from nag_core.pipeline import StepSettings, generate_track
 
 from . import host
 from .values import (CATEGORY, CONTROLNET, FEATURES, MODEL, PROMPT_KEY, FoleyModel, audio_dict,
@@ -48,8 +49,8 @@ class NAGSampler:
                                                    "among all samplers of a chain)."}),
                 "prompt": ("STRING", {"multiline": True, "default": "",
                                       "tooltip": "What this track should sound like."}),
-                "method": (list(METHODS), {
-                    "default": "nag",
+                "method": (list(METHOD_CHOICES), {
+                    "default": METHOD_DEFAULT,
                     "tooltip": "How to avoid the sounds already in negative_audio: nag (Negative "
                                "Audio Guidance, needs the ControlNet), negative_prompt (earlier "
                                "prompts as CFG negative text), independent (ignore them). Step 1 "
@@ -79,9 +80,9 @@ class NAGSampler:
             },
         }
 
-    def sample(self, model: FoleyModel, features, prompt, method="nag", alpha=ALPHA_DEFAULT,
-               beta=BETA_DEFAULT, steps=25, seed=42, negative_audio=None, controlnet=None,
-               negative_text=""):
+    def sample(self, model: FoleyModel, features, prompt, method=METHOD_DEFAULT,
+               alpha=ALPHA_DEFAULT, beta=BETA_DEFAULT, steps=25, seed=42, negative_audio=None,
+               controlnet=None, negative_text=""):
         if not prompt.strip():
             raise ConfigError("the prompt is empty: describe the sound this track should have")
         settings = StepSettings(prompt=prompt, seed=int(seed), steps=int(steps),
@@ -98,7 +99,8 @@ class NAGSampler:
         progress = host.Progress(int(steps))
         # Only the nag method (with a mix to push away from) runs the ControlNet: for the others
         # it is not moved to the GPU (nor back, with offload) at all.
-        uses_controlnet = controlnet is not None and mix is not None and method == "nag"
+        uses_controlnet = (controlnet is not None and mix is not None
+                           and resolve_method(method, True) == "nag")
         extra = (controlnet,) if uses_controlnet else ()
         with model.active(*extra):  # load_controlnet already gave it the network's dtype
             result = generate_track(model.model, features, settings, condition_mix=mix,

@@ -13,6 +13,7 @@ import pyloudnorm
 import pytest
 
 from nag_core import cli
+from nag_core.defaults import AUTO_WITHOUT_CONTROLNET
 from nag_core.demo import write_demo_video
 from nag_core.smoke import write_smoke_models
 
@@ -99,10 +100,11 @@ def test_record_contents(env):
     assert r["model"]["variant"] == "small_16k" and r["model"]["sample_rate"] == RATE
     assert set(r["model"]["files"]) >= {"network", "vae", "vocoder", "synchformer", "clip"}
     assert all(len(f["sha256"]) == 64 for f in r["model"]["files"].values())
-    assert [s["method_used"] for s in r["steps"]] == ["cfg", "negative_prompt", "negative_prompt"]
+    auto = AUTO_WITHOUT_CONTROLNET  # no --controlnet: auto is the training-free default
+    assert [s["method_used"] for s in r["steps"]] == ["cfg", auto, auto]
     assert [s["seed"] for s in r["steps"]] == [3, 4, 5]
     assert [s["prompt"] for s in r["steps"]] == PROMPTS
-    assert r["settings"]["method"] == "negative_prompt" and r["controlnet"] is None
+    assert r["settings"]["method"] == auto and r["controlnet"] is None
     for s in r["steps"]:
         assert s["sha256"] == _sha(env["out"] / s["file"]) and s["steps"] == 2
     assert r["composite"]["sha256"] == _sha(env["out"] / "composite.wav")

@@ -307,7 +307,11 @@ def test_nag_without_controlnet_says_what_to_do(monkeypatch):
     model, _, _, features = loaded(monkeypatch)
     with pytest.raises(ConfigError, match="ControlNet"):
         nodes()["NAGFoley_NAGSampler"]().sample(model, features, "rain", steps=2,
-                                                negative_audio=mix)
+                                                method="nag", negative_audio=mix)
+    # the default, auto, is the training-free method when no ControlNet is connected
+    auto = nodes()["NAGFoley_NAGSampler"]().sample(model, features, "rain", steps=2,
+                                                   negative_audio=mix)[0]
+    assert torch.isfinite(auto["waveform"]).all()
 
 
 def test_negative_prompt_needs_the_earlier_prompts(monkeypatch):

@@ -220,14 +220,16 @@ def test_progress_reports_each_euler_step_and_can_cancel(model16, clip):
     assert len(session.results) == 2
 
 
-def test_auto_method_is_nag_with_a_controlnet_and_negative_prompt_without(model16, clip):
+def test_auto_method_is_nag_with_a_controlnet_and_the_training_free_default_without(model16,
+                                                                                   clip):
+    from nag_core.defaults import AUTO_WITHOUT_CONTROLNET
     with_cn = FoleySession(model16, clip, controlnet=_noisy_controlnet(model16.network))
     without = FoleySession(model16, clip)
     for s in (with_cn, without):
         s.add_step("a", seed=1, steps=1)
         s.add_step("b", seed=2, steps=1)
     assert with_cn.results[1].method_used == "nag"
-    assert without.results[1].method_used == "negative_prompt"
+    assert without.results[1].method_used == AUTO_WITHOUT_CONTROLNET
 
 
 def test_bad_settings_are_clear_errors():

@@ -12,13 +12,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..defaults import DECODE_TIMEOUT_S
 from ..errors import ConfigError, MediaError
 from ..resample import resample
 from ._container import audio_stream, check_file, open_input, stream_length, time_origin
 from ._files import check_not_input, prepare_output, written_atomically
 from .frames import exact_seconds
 
-DECODE_TIMEOUT_S = 600.0
 
 # full scale of integer sample formats: int PCM is divided by it to land in [-1, 1)
 _INT_SCALE = {"u8": 128.0, "s16": 32768.0, "s32": 2147483648.0, "s64": 9223372036854775808.0}

@@ -25,9 +25,7 @@ from torch import Tensor
 from ..errors import ConfigError, MediaError
 from .resize import CLIP_SIZE, SYNC_SIZE, clip_resize, sync_resize
 
-CLIP_FPS = 8
-SYNC_FPS = 25
-MIN_DURATION = 0.64  # below this the Synchformer gets zero 16-frame segments (docs/MMAUDIO.md)
+from ..defaults import CLIP_FPS, MIN_DURATION, SYNC_FPS  # noqa: F401  (re-exported)
 _BATCH = 16  # raw frames resized together
 
 

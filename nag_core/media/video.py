@@ -8,11 +8,11 @@ from fractions import Fraction
 import av
 import torch
 
+from ..defaults import DECODE_TIMEOUT_S
 from ..errors import ConfigError, MediaError
 from ._container import check_file, open_input, stream_length, time_origin, video_stream
 from .frames import StreamCollector, VideoClip, check_long_enough, check_times, exact_seconds
 
-DECODE_TIMEOUT_S = 600.0  # a decoder that stops making progress must not hang a run
 _SEEK_BACKOFF_S = (0.0, 1.0, 5.0, 30.0)  # then from the beginning
 
 

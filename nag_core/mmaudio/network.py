@@ -13,6 +13,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..defaults import SYNC_TOKENS_PER_SEGMENT
 from ..errors import ConfigError
 from .blocks import (MLP, ChannelLastConv1d, ConvMLP, FinalBlock, JointBlock, SingleBlock,
                      TimestepEmbedder)
@@ -107,7 +108,7 @@ class MMAudioNetwork(nn.Module):
         act = nn.SiLU if c.v2 else nn.SELU
 
         # Parameter registration order follows the released state_dict.
-        self.sync_pos_emb = nn.Parameter(torch.zeros(1, 1, 8, c.sync_dim))
+        self.sync_pos_emb = nn.Parameter(torch.zeros(1, 1, SYNC_TOKENS_PER_SEGMENT, c.sync_dim))
         self.latent_mean = nn.Parameter(torch.zeros(1, 1, c.latent_dim), requires_grad=False)
         self.latent_std = nn.Parameter(torch.ones(1, 1, c.latent_dim), requires_grad=False)
         self.empty_string_feat = nn.Parameter(torch.zeros(c.text_seq_len, c.text_dim),
@@ -239,8 +240,9 @@ class MMAudioNetwork(nn.Module):
 
     def _project_sync(self, sync_f: Tensor) -> Tensor:
         b, ns, ch = sync_f.shape
-        # The same 8 learned position vectors are added to every 8-token Synchformer segment.
-        sync_f = (sync_f.view(b, ns // 8, 8, ch) + self.sync_pos_emb).flatten(1, 2)
+        # The same learned position vectors are added to every Synchformer segment's tokens.
+        per = SYNC_TOKENS_PER_SEGMENT
+        sync_f = (sync_f.view(b, ns // per, per, ch) + self.sync_pos_emb).flatten(1, 2)
         sync = self.sync_input_proj(sync_f)
         # nearest-exact stretch from Ns to N tokens (precomputed float32 index map)
         return sync.index_select(1, self.sync_index)

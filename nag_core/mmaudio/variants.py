@@ -9,11 +9,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..defaults import (CLIP_FPS, MIN_DURATION, SYNC_FPS, SYNC_SEGMENT_FRAMES,
+                        SYNC_SEGMENT_STRIDE, SYNC_TOKENS_PER_SEGMENT)
 from ..errors import ConfigError
 
-# Durations below this give zero 16-frame Synchformer segments (25 fps, stride 8), which the
-# network cannot use: (0.64 * 25 - 16) // 8 + 1 == 1 is the first non-empty case.
-MIN_DURATION = 0.64
+__all__ = ["MIN_DURATION", "MODES", "VARIANTS", "AudioMode", "NetworkConfig", "SequenceLengths",
+           "sequence_lengths", "tiny_config", "variant_name"]
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ class SequenceLengths:
 
     @property
     def sync_segments(self) -> int:
-        return self.sync // 8
+        return self.sync // SYNC_TOKENS_PER_SEGMENT
 
 
 def sequence_lengths(mode: str | AudioMode, duration: float) -> SequenceLengths:
@@ -126,10 +127,12 @@ def sequence_lengths(mode: str | AudioMode, duration: float) -> SequenceLengths:
     if not math.isfinite(duration) or duration <= 0:
         raise ConfigError(f"duration must be a positive number of seconds, got {duration}")
     latent = math.ceil(duration * m.sample_rate / m.hop / 2)
-    clip = int(duration * 8)
-    # 8 Synchformer tokens per 16-frame segment at 25 fps with stride 8 (float floor division).
-    sync = int(((duration * 25 - 16) // 8 + 1) * 8)
+    clip = int(duration * CLIP_FPS)
+    # Synchformer tokens per segment x overlapping segments (official float floor division).
+    segments = (duration * SYNC_FPS - SYNC_SEGMENT_FRAMES) // SYNC_SEGMENT_STRIDE + 1
+    sync = int(segments * SYNC_TOKENS_PER_SEGMENT)
     if sync <= 0:
         raise ConfigError(f"duration {duration:g} s is too short: MMAudio needs at least "
-                          f"{MIN_DURATION} s (one 16-frame Synchformer segment at 25 fps)")
+                          f"{MIN_DURATION} s (one {SYNC_SEGMENT_FRAMES}-frame Synchformer segment "
+                          f"at {SYNC_FPS} fps)")
     return SequenceLengths(duration=duration, latent=latent, clip=clip, sync=sync)

@@ -34,14 +34,14 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Optional
 
+from ..defaults import AUDIO_INPUT_SUFFIXES, VIDEO_INPUT_SUFFIXES
 from ..errors import ConfigError, MediaError
 
 log = logging.getLogger("nag_core.train")
 
 DEFAULT_SEGMENT_SECONDS = 4.0
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".flv",
-                    ".wmv", ".ts", ".mts", ".3gp", ".ogv")
-AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac")
+VIDEO_EXTENSIONS = VIDEO_INPUT_SUFFIXES  # the one list (nag_core.defaults)
+AUDIO_EXTENSIONS = AUDIO_INPUT_SUFFIXES
 CAPTION_FILES = ("captions.csv", "captions.jsonl")
 LIST_SUFFIXES = (".csv", ".tsv")
 # A segment may end this far past the probed end: container durations are rounded, and the
