@@ -72,15 +72,15 @@ def test_the_detected_variant_is_exposed_and_another_released_one_refused(smoke,
     from nag_core.smoke import tiny_network_config
 
     assert load_model_files(find_model_files(smoke, "small_16k")).variant == "custom"
-    monkeypatch.setitem(variants.VARIANTS, "small_16k", tiny_network_config("16k"))
-    assert load_model_files(find_model_files(smoke, "small_16k")).variant == "small_16k"
-    monkeypatch.setitem(variants.VARIANTS, "small_16k", variants.VARIANTS["small_44k"])
-    monkeypatch.setitem(variants.VARIANTS, "medium_44k", tiny_network_config("16k"))
     files = find_model_files(smoke, "small_16k")
+    monkeypatch.setitem(variants.VARIANTS, "medium_44k", tiny_network_config("16k"))
     with pytest.raises(WeightsError, match="holds the weights of MMAudio medium_44k, not of the "
                                            "requested small_16k") as e:
         load_model_files(files)
     assert str(files.network) in str(e.value)
+    monkeypatch.undo()
+    monkeypatch.setitem(variants.VARIANTS, "small_16k", tiny_network_config("16k"))
+    assert load_model_files(files).variant == "small_16k"
 
 
 # --------------------------------------------------------------------------- ControlNet base
