@@ -136,6 +136,18 @@ def _timings(load_s, encode_s, steps, write_t0, t0) -> dict:
 
 
 # --------------------------------------------------------------------------- generate
+def _log_windows(session, log) -> None:
+    clip = session.video
+    if clip is not None and clip.truncated:
+        log(f"the video has {clip.duration:g} s from the start on, less than the "
+            f"{clip.requested_duration:g} s asked for: generating {clip.duration:g} s")
+    windows = session.window_plan
+    if not windows.single:
+        log(f"{windows.duration:g} s in {len(windows.windows)} windows of "
+            f"{windows.window_duration:g} s (the network's training length), overlapping by at "
+            f"least {windows.overlap:g} s")
+
+
 def run_chain(video, prompts: Sequence[str], out_dir, **options) -> dict:
     """Run the whole chain (one prompt per step, in order) and write everything to a new run
     folder: ``out_dir`` if it is absent or empty, else the first free ``out_dir-2``,
@@ -208,6 +220,7 @@ def run_chain_in(stage: RunStage, video, prompts: Sequence[str], *, variant: str
     try:
         session, clip, encode_s = _open_session(model, video, start, duration, controlnet,
                                                 variant, bar)
+        _log_windows(session, log)
         entries = _run_steps(session, plan, 1, stage, encoding, [video], bar, log)
     finally:
         bar.close()
@@ -222,7 +235,8 @@ def run_chain_in(stage: RunStage, video, prompts: Sequence[str], *, variant: str
                   "negative_text": negative, "encoding": encoding,
                   "target_lufs": session.target_lufs, "whole_video": bool(whole_video)},
         steps=entries, composite=composite, video_out=video_out,
-        timings=_timings(load_s, encode_s, entries, t, t0), history=[])
+        timings=_timings(load_s, encode_s, entries, t, t0), history=[],
+        windows=session.window_plan.record())
     write_record(stage.path, record)
     return record
 
@@ -367,6 +381,7 @@ def redo_chain(out_dir, step: int, *, changes: Optional[dict] = None, models_dir
         try:
             session, clip, encode_s = _open_session(model, video, start, duration, controlnet,
                                                     variant, bar)
+            _log_windows(session, log)
             session.results = kept
             new_entries = _run_steps(session, plan, step, stage, encoding, [video], bar, log)
         finally:
@@ -387,7 +402,8 @@ def redo_chain(out_dir, step: int, *, changes: Optional[dict] = None, models_dir
             timings=_timings(load_s, encode_s, steps, t, t0),
             history=list(record.get("history", [])) + [
                 {"at": now(), "action": "redo" if step <= n else "add", "step": step,
-                 "changes": changes, "command": command, "from": str(src)}])
+                 "changes": changes, "command": command, "from": str(src)}],
+            windows=session.window_plan.record())
         write_record(stage.path, new)
         final = stage.swap_into(src, owned, linked, log) if in_place else stage.publish()
     log(f"redid steps {step}..{len(steps)} in {final}; steps before {step} kept as they were")

@@ -56,6 +56,16 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _duration(text: str):
+    """--duration: seconds, or 'all' (None: to the end of the video)."""
+    if text.strip().lower() == "all":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds or 'all', got {text!r}") from None
+
+
 def _step_args(p: argparse.ArgumentParser, defaults: bool) -> None:
     keep = (lambda v: v) if defaults else (lambda v: None)
     p.add_argument("--alpha", type=float, default=None,
@@ -101,9 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="NAG ControlNet weights (.safetensors); enables --method nag")
     g.add_argument("--start-time", "--start", dest="start", type=float, default=0.0,
                    help="seconds into the video (default 0)")
-    g.add_argument("--duration", type=float, default=d.DURATION_DEFAULT,
+    g.add_argument("--duration", type=_duration, default=d.DURATION_DEFAULT,
                    help=f"seconds to generate (default {d.DURATION_DEFAULT:g}, MMAudio's "
-                        "training length)")
+                        "training length), up to the video's length, or 'all' for the whole "
+                        "video; longer than the model's training length runs in overlapping "
+                        "windows of that length")
     g.add_argument("--gain-db", type=float, action="append", default=None, dest="gain_db",
                    help="a track's gain in the mixes; give one per prompt, or none")
     g.add_argument("--pcm16", action="store_true",
@@ -139,8 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "video, 'ball bounces' then 'lamp beeps' with NAG. Never downloads.")
     dm.add_argument("--out", default="nag_foley_demo", metavar="DIR",
                     help="output folder (default ./nag_foley_demo)")
-    dm.add_argument("--seconds", type=float, default=d.DURATION_DEFAULT,
-                    help="demo length with real weights (default 8; the world demo is 4 s)")
+    dm.add_argument("--seconds", type=float, default=None,
+                    help="demo video length (default 8 s with real weights, 4 s for the world "
+                         "demo); e.g. --seconds 20 for a long demo, generated in windows of "
+                         "the models' training length")
     dm.add_argument("--steps", type=int, default=None,
                     help="Euler steps (default 25 with real weights, 12 with the world models)")
     dm.add_argument("--video-only", action="store_true",
@@ -194,7 +208,7 @@ def _cmd_redo(a, argv) -> int:
 def _cmd_demo(a, argv) -> int:
     from .demo import DEMO_NAME, run_demo, write_demo_video
     if a.video_only:
-        _log(f"wrote {write_demo_video(Path(a.out) / DEMO_NAME, seconds=a.seconds)}")
+        _log(f"wrote {write_demo_video(Path(a.out) / DEMO_NAME, seconds=a.seconds or 8.0)}")
         return 0
     run_demo(a.out, models_dir=a.models, variant=a.variant, seconds=a.seconds, steps=a.steps,
              device=a.device, progress=not a.quiet, log=_log)

@@ -137,9 +137,11 @@ class MMAudioModel(nn.Module):
 
     # ------------------------------------------------------------------ conditions
     @torch.no_grad()
-    def encode_video(self, clip: VideoClip) -> VideoFeatures:
+    def encode_video(self, clip: VideoClip,
+                     window_duration: Optional[float] = None) -> VideoFeatures:
         """CLIP features of the 8 fps stream and Synchformer features of the 25 fps stream, once
-        for the whole clip (windows of a long clip are cut from them; nag_core.windows)."""
+        for the whole clip (windows of a long clip are cut from them; nag_core.windows).
+        ``window_duration`` (default ``trained_duration``): the windows it will be generated in."""
         lengths = sequence_lengths(self.mode, clip.duration)
         dev = self.device
         # uint8 frames cross to the device, then become float there (a quarter of the traffic)
@@ -153,7 +155,7 @@ class MMAudioModel(nn.Module):
         sync_f = self.synchformer.encode(sync_frames.unsqueeze(0))
         features = VideoFeatures(clip_f=clip_f, sync_f=sync_f, duration=lengths.duration)
         # The last window ends at the clip's end whatever the overlap, so its start is known now.
-        plan = plan_windows(self.mode, lengths.duration, self.trained_duration)
+        plan = plan_windows(self.mode, lengths.duration, window_duration or self.trained_duration)
         last = plan.windows[-1]
         if last.index > 0 and not last.on_sync_grid:
             frames = clip.sync_frames[sync_frame_slice(plan, last.index)].to(dev)
@@ -198,11 +200,14 @@ class MMAudioModel(nn.Module):
         return posterior
 
     @torch.no_grad()
-    def encode_mix(self, wave: Tensor, sample_rate: int) -> Tensor:
+    def encode_mix(self, wave: Tensor, sample_rate: int,
+                   latent_len: Optional[int] = None) -> Tensor:
         """A conditioning mix -> x_cond (1, N, C): the posterior MEAN (deterministic at inference,
-        as in training; design doc §4) in the network's normalised space."""
+        as in training; design doc §4) in the network's normalised space. N = ``latent_len``
+        (default the network's latent_seq_len; a windowed generation encodes the whole mix)."""
         net = self.network
-        mean = self.encode_posterior(wave, sample_rate, net.latent_seq_len).mean.transpose(1, 2)
+        n = latent_len or net.latent_seq_len
+        mean = self.encode_posterior(wave, sample_rate, n).mean.transpose(1, 2)
         return net.normalize(mean.to(net.dtype))
 
     def to(self, *args, **kwargs):

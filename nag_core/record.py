@@ -232,11 +232,13 @@ def step_entry(k: int, result, path: Path, sample_rate: int) -> dict:
 
 def build_record(*, created: str, smoke: bool, notes, command, input_entry: dict,
                  model: dict, controlnet: Optional[dict], settings: dict, steps: list,
-                 composite: dict, video_out: dict, timings: dict, history: list) -> dict:
-    """The one shape of a record, for a new run and for a redo alike."""
+                 composite: dict, video_out: dict, timings: dict, history: list,
+                 windows: Optional[dict] = None) -> dict:
+    """The one shape of a record, for a new run and for a redo alike. ``windows``: the window
+    plan the tracks were generated in (nag_core.windows.WindowPlan.record)."""
     return {"format": RECORD_FORMAT, "version": RECORD_VERSION, "created": created,
             "smoke_test_weights": bool(smoke), "notes": list(notes), "command": command,
             "input": input_entry, "model": model, "controlnet": controlnet,
-            "settings": settings, "steps": steps, "composite": composite,
+            "settings": settings, "windows": windows, "steps": steps, "composite": composite,
             "video_out": video_out, "timings": timings, "versions": versions(),
             "history": history}

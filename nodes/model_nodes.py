@@ -163,4 +163,6 @@ class EncodeVideo:
         keep = host.intermediate_device()
         features.clip_f = features.clip_f.to(keep)
         features.sync_f = features.sync_f.to(keep)
+        if features.tail_sync_f is not None:  # the last window of a long clip
+            features.tail_sync_f = features.tail_sync_f.to(keep)
         return (features,)

@@ -7,6 +7,7 @@ from nag_core.guidance import ALPHA_DEFAULT, BETA_DEFAULT
 from nag_core.mix import Normalized, loudness_normalize
 from nag_core.defaults import METHOD_CHOICES, METHOD_DEFAULT, resolve_method
 from nag_core.pipeline import StepSettings, generate_track
+from nag_core.windowed import plan_for
 
 from . import host
 from .values import (CATEGORY, CONTROLNET, FEATURES, MODEL, PROMPT_KEY, FoleyModel, audio_dict,
@@ -96,7 +97,9 @@ class NAGSampler:
                 raise ConfigError(
                     "negative_prompt needs the earlier prompts: connect MixAndNormalize's mix "
                     "(it carries them) or type them into negative_text")
-        progress = host.Progress(int(steps))
+        # the bar counts windows × Euler steps (one window for a clip of the training length)
+        windows = len(plan_for(model.model, features.duration).windows)
+        progress = host.Progress(windows * int(steps))
         # Only the nag method (with a mix to push away from) runs the ControlNet: for the others
         # it is not moved to the GPU (nor back, with offload) at all.
         uses_controlnet = (controlnet is not None and mix is not None

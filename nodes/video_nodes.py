@@ -12,10 +12,17 @@ from .values import CATEGORY, VIDEO
 
 _START = ("FLOAT", {"default": 0.0, "min": 0.0, "max": 86400.0, "step": 0.01,
                     "tooltip": "Where the clip starts in the source, in seconds."})
-_DURATION = ("FLOAT", {"default": 8.0, "min": 1.0, "max": 30.0, "step": 0.01,
-                       "tooltip": "Seconds of video to give sound to. MMAudio was trained on 8 s; "
-                                  "a shorter source is truncated to its own length "
-                                  "(see the duration output)."})
+_DURATION = ("FLOAT", {"default": 8.0, "min": 0.0, "max": 86400.0, "step": 0.01,
+                       "tooltip": "Seconds of video to give sound to; 0 = the whole video. "
+                                  "MMAudio was trained on 8 s: a longer clip is generated in "
+                                  "overlapping 8 s windows blended at every step. A shorter "
+                                  "source is truncated to its own length (see the duration "
+                                  "output)."})
+
+
+def _duration(value) -> float | None:
+    """The widget's seconds; 0 means to the end of the video."""
+    return None if float(value) == 0.0 else float(value)
 _OUTPUTS = dict(RETURN_TYPES=(VIDEO, "FLOAT"), RETURN_NAMES=("video", "duration"),
                 OUTPUT_TOOLTIPS=("The clip as MMAudio sees it (8 fps for CLIP, 25 fps for "
                                  "Synchformer).",
@@ -63,7 +70,7 @@ class LoadVideo:
         return True
 
     def load(self, video, start_time=0.0, duration=8.0):
-        clip = decode_video(host.input_path(video), float(start_time), float(duration))
+        clip = decode_video(host.input_path(video), float(start_time), _duration(duration))
         return (clip, float(clip.duration))
 
 
@@ -96,9 +103,9 @@ class VideoFromFrames:
 
     def convert(self, fps, start_time=0.0, duration=8.0, video=None, images=None):
         if video is not None:
-            clip = frames_from_video_object(video, float(start_time), float(duration))
+            clip = frames_from_video_object(video, float(start_time), _duration(duration))
         elif images is not None:
-            clip = frames_from_images(images, float(fps), float(start_time), float(duration))
+            clip = frames_from_images(images, float(fps), float(start_time), _duration(duration))
         else:
             raise ConfigError("connect a VIDEO or an IMAGE batch to VideoFromFrames")
         return (clip, float(clip.duration))
