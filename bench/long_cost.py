@@ -36,7 +36,7 @@ FLAT = 1.25  # cost per second of audio at the longest length over the shortest,
 def worker(a) -> None:
     from nag_core.media import frames_from_images
     from nag_core.pipeline import FoleySession
-    from nag_core.world.assets import load_world_model
+    from long_seams import load_world_model
     from nag_core.world.scene import render_clip
 
     torch.set_num_threads(1)

@@ -39,14 +39,24 @@ if str(ROOT) not in sys.path:
 from nag_core.media import frames_from_images  # noqa: E402
 from nag_core.pipeline import FoleySession  # noqa: E402
 from nag_core.windows import plan_windows  # noqa: E402
-from nag_core.world.assets import load_world_model  # noqa: E402
-from nag_core.world.detectors import band_power, frame_times, log_mel  # noqa: E402
+from nag_core.world.assets import CONTROLNET_FILE, world_models_dir  # noqa: E402
+from bench.world.detectors import band_power, frame_times, log_mel  # noqa: E402
 from nag_core.world.scene import CAPTIONS, render_clip  # noqa: E402
 
 EDGE = 0.10  # s either side of a window edge counted as "at the edge"
 AWAY = 0.40  # s from every edge counted as "away"
 MATCH = 0.06  # s: a click this close to a contact belongs to it
 DRAWS = 2000
+
+
+def load_world_model():
+    """(MMAudioModel, NAGControlNet) of the shipped world set, through the product's loaders
+    (its training.json makes the windows 4 s)."""
+    from nag_core.controlnet import load_controlnet
+    from nag_core.weights import find_model_files, load_model_files
+    root = world_models_dir()
+    model = load_model_files(find_model_files(root, "small_16k"))
+    return model, load_controlnet(root / CONTROLNET_FILE, model.network)
 
 
 def edges(plan) -> np.ndarray:
