@@ -10,7 +10,8 @@ Fallback folders (only used when ComfyUI is absent):
   (``nag_core.download.resolve_models_dir``: ``NAGFOLEY_MODELS_DIR``, a ComfyUI tree's
   models/mmaudio, else ~/.cache/nag-foley/models);
 * ``NAGFOLEY_INPUT_DIR``: videos for the loader (default ``./input``);
-* ``NAGFOLEY_OUTPUT_DIR``: saved stems and videos (default ``./output``).
+* ``NAGFOLEY_OUTPUT_DIR``: saved stems and videos (default ``./output``);
+* ``NAGFOLEY_TEMP_DIR``: audio previews (default: the system temp folder).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import logging
 import os
 import re
 import sys
+import tempfile
 from typing import Iterator, Optional
 
 import torch
@@ -143,7 +145,9 @@ def temp_directory() -> str:
     fp = _module("folder_paths")
     if fp is not None:
         return fp.get_temp_directory()
-    return os.environ.get("NAGFOLEY_TEMP_DIR") or os.path.join(os.getcwd(), "temp")
+    # Outside ComfyUI previews are throw-away: the system temp folder, never the working folder.
+    return os.environ.get("NAGFOLEY_TEMP_DIR") or os.path.join(tempfile.gettempdir(),
+                                                               "nag_foley_previews")
 
 
 def list_input_videos() -> list[str]:
