@@ -108,6 +108,8 @@ def _write_outputs(session, stage: RunStage, video: Path, clip, encoding: str,
     composite = {"file": cpath.name, "sha256": sha256_file(cpath),
                  "target_lufs": session.target_lufs, "measured_lufs": finite(comp.measured_lufs),
                  "gain_db": comp.gain_db, "note": comp.note, "samples": int(comp.wave.shape[-1]),
+                 "true_peak_db": finite(comp.true_peak_db), "ceiling_db": comp.ceiling_db,
+                 "ceiling_reduction_db": comp.ceiling_reduction_db,
                  "sample_rate": comp.sample_rate,
                  "track_gains_db": [r.settings.gain_db for r in session.results]}
     vpath = stage.new_file(foley_video_name(video))
@@ -116,6 +118,11 @@ def _write_outputs(session, stage: RunStage, video: Path, clip, encoding: str,
     span = ({"span": "whole", "audio_at": float(clip.start)} if whole_video else
             {"span": "segment", "start": float(clip.start), "duration": float(clip.duration)})
     return composite, {"file": vpath.name, "sha256": sha256_file(vpath), **span}
+
+
+def _loudness_said(composite: dict) -> str:
+    """"-20 LUFS", or the note that says why the composite is not at the target."""
+    return composite.get("note") or f"{composite['target_lufs']:g} LUFS"
 
 
 def _input_entry(video: Path, sha: str, stage: RunStage, start, duration, clip) -> dict:
@@ -164,8 +171,7 @@ def run_chain(video, prompts: Sequence[str], out_dir, **options) -> dict:
         record = run_chain_in(stage, video, prompts, **options)
         final = stage.publish()
     log(f"wrote {len(record['steps'])} tracks, {record['composite']['file']} "
-        f"({record['composite']['target_lufs']:g} LUFS) and {record['video_out']['file']} to "
-        f"{final}")
+        f"({_loudness_said(record['composite'])}) and {record['video_out']['file']} to {final}")
     return {**record, "run_dir": str(final)}
 
 
@@ -455,4 +461,6 @@ def redo_chain(out_dir, step: int, *, changes: Optional[dict] = None, models_dir
         f"redid step {step}"
     log(f"{what} (steps {first_index}..{len(steps)} generated) in {final}; steps before "
         f"{first_index} kept as they were")
+    if composite.get("note"):
+        log(f"composite: {composite['note']}")
     return {**new, "run_dir": str(final)}

@@ -105,15 +105,18 @@ class FoleySession:
     def tracks(self) -> list[Tensor]:
         return [r.wave for r in self.results]
 
-    def _mix(self, n: int) -> Normalized:
-        """normalize(Σ of the first n raw tracks, each with its gain) at the target loudness."""
+    def _mix(self, n: int, ceiling: bool = True) -> Normalized:
+        """normalize(Σ of the first n raw tracks, each with its gain) at the target loudness,
+        with the composite's true-peak ceiling unless ``ceiling`` is False."""
         first = self.results[:n]
+        kw = {} if ceiling else {"ceiling_db": None}
         return composite([Track(r.wave[None], self.sample_rate) for r in first],
-                         [r.settings.gain_db for r in first], self.target_lufs)
+                         [r.settings.gain_db for r in first], self.target_lufs, **kw)
 
     def conditioning_mix(self, k: int) -> Optional[Normalized]:
-        """Step k's conditioning mix (1-based): the mix of tracks 1..k−1; None for k = 1."""
-        return self._mix(k - 1) if k > 1 else None
+        """Step k's conditioning mix (1-based): the mix of tracks 1..k−1 at the target loudness
+        without a peak ceiling (as in training); None for k = 1."""
+        return self._mix(k - 1, ceiling=False) if k > 1 else None
 
     def composite(self) -> Normalized:
         """The −20 LUFS composite of every track so far."""

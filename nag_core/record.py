@@ -242,7 +242,8 @@ def file_entry(path: Path, cached: bool = False) -> dict:
 
 
 def model_entry(files, model, variant: str, models_dir: Path) -> dict:
-    entry = {"variant": variant, "models_dir": str(Path(models_dir).resolve()),
+    entry = {"variant": variant, "detected_variant": getattr(model, "variant", variant),
+             "models_dir": str(Path(models_dir).resolve()),
              "sample_rate": model.sample_rate, "device": str(model.device),
              "dtype": str(model.dtype).replace("torch.", ""), "files": {}}
     for kind in ("network", "vae", "vocoder", "vocoder_config", "synchformer", "clip", "bpe_vocab"):

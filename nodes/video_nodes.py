@@ -8,6 +8,7 @@ from nag_core.errors import ConfigError
 from nag_core.media import decode_video, frames_from_images, frames_from_video_object
 
 from . import host
+from .messages import HIDDEN, node_title, reported_as
 from .values import CATEGORY, VIDEO
 
 _START = ("FLOAT", {"default": 0.0, "min": 0.0, "max": 86400.0, "step": 0.01,
@@ -31,6 +32,7 @@ _OUTPUTS = dict(RETURN_TYPES=(VIDEO, "FLOAT"), RETURN_NAMES=("video", "duration"
 
 
 class LoadVideo:
+    DISPLAY_NAME = "Load Video (NAG Foley)"
     DESCRIPTION = ("Loads a video from ComfyUI's input folder (upload one with the button) and "
                    "cuts the clip to give sound to: start time and duration in seconds. Frames are "
                    "picked by presentation time, as MMAudio does.")
@@ -70,11 +72,16 @@ class LoadVideo:
         return True
 
     def load(self, video, start_time=0.0, duration=8.0):
-        clip = decode_video(host.input_path(video), float(start_time), _duration(duration))
+        # No hidden inputs here: ComfyUI passes them to IS_CHANGED too, so the title is the
+        # display name.
+        with reported_as(self.DISPLAY_NAME):
+            clip = decode_video(host.input_path(video), float(start_time),
+                                _duration(duration))
         return (clip, float(clip.duration))
 
 
 class VideoFromFrames:
+    DISPLAY_NAME = "Video From Frames (NAG Foley)"
     DESCRIPTION = ("Turns a core VIDEO (e.g. from the core Load Video node) or an IMAGE batch with "
                    "its frame rate into a NAG Foley clip. A file-backed VIDEO is decoded from its "
                    "file by timestamps; an IMAGE batch uses the fps given here.")
@@ -99,13 +106,18 @@ class VideoFromFrames:
                                                "images."}),
                 "images": ("IMAGE", {"tooltip": "Frames [F, H, W, 3] shown at fps."}),
             },
+            "hidden": dict(HIDDEN),
         }
 
-    def convert(self, fps, start_time=0.0, duration=8.0, video=None, images=None):
-        if video is not None:
-            clip = frames_from_video_object(video, float(start_time), _duration(duration))
-        elif images is not None:
-            clip = frames_from_images(images, float(fps), float(start_time), _duration(duration))
-        else:
-            raise ConfigError("connect a VIDEO or an IMAGE batch to VideoFromFrames")
+    def convert(self, fps, start_time=0.0, duration=8.0, video=None, images=None, graph=None,
+                node_id=None):
+        with reported_as(node_title(graph, node_id, self.DISPLAY_NAME)):
+            if video is not None:
+                clip = frames_from_video_object(video, float(start_time),
+                                                _duration(duration))
+            elif images is not None:
+                clip = frames_from_images(images, float(fps), float(start_time),
+                                          _duration(duration))
+            else:
+                raise ConfigError("connect a VIDEO or an IMAGE batch to video or images")
         return (clip, float(clip.duration))
