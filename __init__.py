@@ -14,5 +14,5 @@ if _HERE not in sys.path:
 
 from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: E402
 
-WEB_DIRECTORY = None
+WEB_DIRECTORY = "./web"  # the players, the seed control default and the loader note
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -153,6 +153,38 @@ def inputs(net: MMAudioNetwork, batch: int = 1, seed: int = 1) -> Inputs:
                   x=x, x_cond=xc)
 
 
+# ----------------------------------------------------------------------------------- FLOPs
+def _cpu_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs):
+    from torch.utils.flop_counter import sdpa_flop_count
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def flops_by_op(fn) -> dict[str, int]:
+    """FLOPs of one call of ``fn`` per aten op (FlopCounterMode: a multiply-add counts 2).
+    torch's counter knows the CUDA attention kernels but not the CPU one that SDPA dispatches
+    to (``_scaled_dot_product_flash_attention_for_cpu``), which it would count as 0: it is
+    given the same formula (4·B·H·Lq·Lk·d for QK^T and AV)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    cpu_attention = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    mapping = {cpu_attention: _cpu_attention_flops} if cpu_attention is not None else {}
+    with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+        fn()
+    return {str(op): n for op, n in counter.get_flop_counts().get("Global", {}).items()}
+
+
+def flops(fn) -> int:
+    return sum(flops_by_op(fn).values())
+
+
+def attention_share(counts: dict[str, int]) -> float:
+    total = sum(counts.values())
+    return sum(n for op, n in counts.items() if "attention" in op) / total if total else 0.0
+
+
+def parameters(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
 # ----------------------------------------------------------------------------------- timing
 _clock = time.perf_counter
 

@@ -4,7 +4,9 @@ NAG's velocity (nag_core.generation.nag_velocity) runs the branches [uncond, con
 network call plus the ControlNet's K control blocks on the ctrl rows; CFG's (cfg_velocity) runs
 [uncond, cond]. The expected cost ratio is the FLOP ratio, counted here with
 torch.utils.flop_counter.FlopCounterMode on one velocity call of each (matmuls, convolutions and
-attention: the network's FLOPs), i.e. (3 base branches + K control blocks) / (2 base branches).
+attention, the CPU attention kernel included: common.flops), i.e. (3 base branches + K control
+blocks) / (2 base branches), less the audio input projection, which runs once per latent row
+for all branches.
 cond_embed(x_cond) runs once per generation (when the hook is built), not per step: it is
 counted and reported separately.
 
@@ -21,20 +23,12 @@ from __future__ import annotations
 import common  # noqa: F401  (puts the checkout on sys.path)
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
-
-from common import (CallCounter, Goals, build_controlnet, build_network, inputs, interleaved,
-                    parser, ratio, setup)
+from common import (CallCounter, Goals, attention_share, build_controlnet, build_network,
+                    flops, flops_by_op, inputs, interleaved, parameters, parser, ratio, setup)
 from nag_core.generation import cfg_velocity, nag_velocity
 from nag_core.mmaudio.network import Conditions
 
 TOLERANCE = 0.05
-
-
-def flops(fn) -> int:
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return counter.get_total_flops()
 
 
 def profile_step(fn, device: str, rows: int = 15) -> None:
@@ -79,7 +73,8 @@ def main() -> None:
         try:
             f_cfg = flops(lambda: v_cfg(inp.x, t))
             cfg_calls = counters["predict_flow"].calls
-            f_nag = flops(lambda: v_nag(inp.x, t))
+            by_op = flops_by_op(lambda: v_nag(inp.x, t))
+            f_nag = sum(by_op.values())
             nag_calls = counters["predict_flow"].calls - cfg_calls
             per_step = {"preprocess_conditions": counters["preprocess_conditions"].calls,
                         "Conditions.cat": len(cats), "cond_embed": len(embeds)}
@@ -90,11 +85,16 @@ def main() -> None:
                 c.remove()
 
         flop_ratio = f_nag / f_cfg
-        base = f_cfg / 2
+        proj = flops(lambda: net.audio_input_proj(inp.x))
+        base = (f_cfg - proj) / 2  # one branch without the shared projection
         print(f"FLOPs per step (FlopCounterMode, one velocity call): CFG {f_cfg / 1e9:.2f} G "
-              f"(2 x {base / 1e9:.2f} G base), NAG {f_nag / 1e9:.2f} G = 3 base + "
-              f"{(f_nag - 3 * base) / 1e9:.2f} G for K = {k} control blocks; cond_embed "
-              f"{embed_flops / 1e9:.3f} G once per generation")
+              f"(audio input projection {proj / 1e9:.2f} G once + 2 x {base / 1e9:.2f} G), NAG "
+              f"{f_nag / 1e9:.2f} G = projection + 3 x {base / 1e9:.2f} G + "
+              f"{(f_nag - proj - 3 * base) / 1e9:.2f} G for K = {k} control blocks; cond_embed "
+              f"{embed_flops / 1e9:.3f} G once per generation; attention is "
+              f"{attention_share(by_op):.1%} of the NAG step")
+        print(f"parameters: network {parameters(net) / 1e6:.1f} M, ControlNet K = {k} "
+              f"{parameters(cn) / 1e6:.1f} M")
         print(f"RATIO flops_nag_over_cfg {flop_ratio:.3f}")
         goals.check("one_call_per_step", cfg_calls == 1 and nag_calls == 1,
                     f"network calls per step: CFG {cfg_calls}, NAG {nag_calls} (want 1 and 1: "

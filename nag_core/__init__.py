@@ -6,7 +6,7 @@ The names below are imported on first use, so ``import nag_core`` stays light::
 
     import nag_core
     model = nag_core.load("small_16k")                 # finds (or downloads) the weights
-    clip = nag_core.load_video("clip.mp4", start=0, duration=8)
+    clip = nag_core.load_video("clip.mp4")             # the whole video (or start=, duration=)
     session = nag_core.FoleySession(model, clip)
     session.add_step("footsteps on gravel")
 """
@@ -50,7 +50,9 @@ def load(variant: str = "small_16k", models_dir=None, device=None, dtype=None, *
                         download=download, progress=progress)[0]
 
 
-def load_video(path, start: float = 0.0, duration: float | None = 8.0):
-    """The CLIP and Synchformer frame streams of a video file (a :class:`VideoClip`)."""
+def load_video(path, start: float = 0.0, duration: float | None = None):
+    """The CLIP and Synchformer frame streams of a video file (a :class:`VideoClip`) from
+    ``start`` over ``duration`` seconds (None: the whole video). A session generates the whole
+    clip, in windows of the model's training length when it is longer."""
     from .media import decode_video
     return decode_video(path, start=start, duration=duration)

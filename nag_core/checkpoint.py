@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import stat
 import zipfile
 from pathlib import Path
 from typing import Mapping
@@ -24,8 +25,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict]:
     state dict, or a dict wrapping one); metadata is the safetensors header metadata ({} for .pth).
     Never unpickles arbitrary objects (weights_only=True)."""
     p = Path(path)
-    if not p.is_file():
-        raise WeightsError(f"weight file not found: {p}")
+    _check_readable(p)
     if p.stat().st_size == 0:
         raise WeightsError(f"weight file {p} is empty (0 bytes): the download was probably "
                            "interrupted; delete it and download it again")
@@ -49,6 +49,25 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict]:
                 "(.pth, .pt, .bin, .ckpt, .safetensors)")
         raise WeightsError(f"cannot read {p} as a PyTorch checkpoint: {first}; {hint}") from None
     return obj, {}
+
+
+def _check_readable(p: Path) -> None:
+    """A WeightsError with the real cause when ``p`` cannot be read: missing, a folder, or
+    not readable by this user (a permission problem is not "not found")."""
+    try:
+        st = p.stat()
+        if stat.S_ISDIR(st.st_mode):
+            raise WeightsError(f"{p} is a folder where a weight file belongs; put the file there "
+                               "or choose another")
+        with open(p, "rb"):
+            pass
+    except FileNotFoundError:
+        raise WeightsError(f"weight file not found: {p}") from None
+    except PermissionError:
+        raise WeightsError(f"cannot read {p}: permission denied. Make the file (and the folders "
+                           "above it) readable by this user") from None
+    except OSError as e:
+        raise WeightsError(f"cannot read {p}: {e.strerror or e}") from None
 
 
 def _can_mmap(p: Path) -> bool:

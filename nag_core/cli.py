@@ -56,6 +56,16 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _duration(text: str):
+    """--duration: seconds, or 'all' (None: to the end of the video)."""
+    if text.strip().lower() == "all":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds or 'all', got {text!r}") from None
+
+
 def _step_args(p: argparse.ArgumentParser, defaults: bool) -> None:
     keep = (lambda v: v) if defaults else (lambda v: None)
     p.add_argument("--alpha", type=float, default=None,
@@ -75,6 +85,11 @@ def _step_args(p: argparse.ArgumentParser, defaults: bool) -> None:
                         "negative branch), negative_prompt (the paper's baseline), independent")
     p.add_argument("--negative-text", "--negative", dest="negative", default=None,
                    metavar="TEXT", help="your own negative prompt (added to every step)")
+    p.add_argument("--takes", type=int, default=keep(1), metavar="N",
+                   help="N takes of each step in one batched call, take i from the step's "
+                        "seed + i; the chain goes on with take 0 (choose another later with "
+                        "`redo OUT --step K --take I`)" if defaults else
+                   "N takes of the redone step (default: as recorded)")
     p.add_argument("--whole-video", action="store_true", default=None,
                    help="the .foley video is the whole input video with the sound placed at "
                         "--start (default: only the scored segment, --start to --start + "
@@ -101,9 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="NAG ControlNet weights (.safetensors); enables --method nag")
     g.add_argument("--start-time", "--start", dest="start", type=float, default=0.0,
                    help="seconds into the video (default 0)")
-    g.add_argument("--duration", type=float, default=d.DURATION_DEFAULT,
+    g.add_argument("--duration", type=_duration, default=d.DURATION_DEFAULT,
                    help=f"seconds to generate (default {d.DURATION_DEFAULT:g}, MMAudio's "
-                        "training length)")
+                        "training length), up to the video's length, or 'all' for the whole "
+                        "video; longer than the model's training length runs in overlapping "
+                        "windows of that length")
     g.add_argument("--gain-db", type=float, action="append", default=None, dest="gain_db",
                    help="a track's gain in the mixes; give one per prompt, or none")
     g.add_argument("--pcm16", action="store_true",
@@ -122,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the step to redo (1-based)")
     r.add_argument("--prompt", default=None, help="new prompt of step K (default: unchanged)")
     r.add_argument("--gain-db", type=float, default=None, dest="gain_db")
+    r.add_argument("--take", type=int, default=None, metavar="I",
+                   help="go on with take I (0-based) of step K, as recorded, and regenerate "
+                        "only the later steps")
     r.add_argument("--to", default=None, metavar="DIR",
                    help="write the result to a new run folder (earlier tracks are copied; "
                         "if DIR already holds files the run goes to DIR-2, ...)")
@@ -139,8 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "video, 'ball bounces' then 'lamp beeps' with NAG. Never downloads.")
     dm.add_argument("--out", default="nag_foley_demo", metavar="DIR",
                     help="output folder (default ./nag_foley_demo)")
-    dm.add_argument("--seconds", type=float, default=d.DURATION_DEFAULT,
-                    help="demo length with real weights (default 8; the world demo is 4 s)")
+    dm.add_argument("--seconds", type=float, default=None,
+                    help="demo video length (default 8 s with real weights, 4 s for the world "
+                         "demo); e.g. --seconds 20 for a long demo, generated in windows of "
+                         "the models' training length")
     dm.add_argument("--steps", type=int, default=None,
                     help="Euler steps (default 25 with real weights, 12 with the world models)")
     dm.add_argument("--video-only", action="store_true",
@@ -173,7 +195,8 @@ def _cmd_generate(a, argv) -> int:
     run_chain(a.video, a.prompt, a.out, variant=a.variant, models_dir=a.models,
               controlnet=a.controlnet, method=a.method, alpha=a.alpha, beta=a.beta,
               steps=a.steps, seed=a.seed, start=a.start, duration=a.duration,
-              negative=a.negative or "", gains_db=a.gain_db, device=a.device, dtype=a.dtype,
+              negative=a.negative or "", gains_db=a.gain_db, takes=a.takes, device=a.device,
+              dtype=a.dtype,
               offline=a.offline, encoding="pcm16" if a.pcm16 else "float",
               whole_video=bool(a.whole_video), progress=not a.quiet,
               command=["nag_core", *argv], log=_log)
@@ -184,17 +207,18 @@ def _cmd_redo(a, argv) -> int:
     from .chain import redo_chain
     changes = {"prompt": a.prompt, "seed": a.seed, "steps": a.steps, "alpha": a.alpha,
                "beta": a.beta, "method": a.method, "negative_text": a.negative,
-               "gain_db": a.gain_db}
+               "gain_db": a.gain_db, "takes": a.takes}
     redo_chain(a.out, a.step, changes=changes, models_dir=a.models, controlnet=a.controlnet,
-               device=a.device, dtype=a.dtype, offline=a.offline, to_dir=a.to,
-               whole_video=a.whole_video, progress=not a.quiet, command=["nag_core", *argv], log=_log)
+               device=a.device, dtype=a.dtype, offline=a.offline, to_dir=a.to, take=a.take,
+               whole_video=a.whole_video, progress=not a.quiet, command=["nag_core", *argv],
+               log=_log)
     return 0
 
 
 def _cmd_demo(a, argv) -> int:
     from .demo import DEMO_NAME, run_demo, write_demo_video
     if a.video_only:
-        _log(f"wrote {write_demo_video(Path(a.out) / DEMO_NAME, seconds=a.seconds)}")
+        _log(f"wrote {write_demo_video(Path(a.out) / DEMO_NAME, seconds=a.seconds or 8.0)}")
         return 0
     run_demo(a.out, models_dir=a.models, variant=a.variant, seconds=a.seconds, steps=a.steps,
              device=a.device, progress=not a.quiet, log=_log)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import os
 from dataclasses import asdict, dataclass, fields, replace
@@ -32,8 +33,11 @@ from .checkpoint import read_checkpoint, write_safetensors
 from .errors import ConfigError, WeightsError
 from .mmaudio.blocks import ChannelLastConv1d, ConvMLP, SingleBlock
 from .mmaudio.network import Conditions, ControlHook, ControlResiduals, MMAudioNetwork
-from .mmaudio.state_dict import check_keys
+from .fingerprint import fingerprint, mismatch
+from .mmaudio.state_dict import check_finite, check_keys
 from .mmaudio.variants import MODES, NetworkConfig, variant_name
+
+log = logging.getLogger(__name__)
 
 FORMAT = "nag-controlnet"
 FORMAT_VERSION = "1"
@@ -63,6 +67,9 @@ class ControlNetConfig:
     v2: Optional[bool] = None  # picks the cond_embed activation: SiLU (v2) or SELU (v1)
     base_depth: Optional[int] = None  # L, all base blocks (joint + fused): sets the interval
     base_variant: Optional[str] = None
+    # nag_core.fingerprint of the exact base weights (set by from_base; "" in files written
+    # before it existed: such a ControlNet loads on any base of its shape, with a warning)
+    base_fingerprint: str = ""
 
     def __post_init__(self):
         if self.init_source not in INIT_SOURCES:
@@ -209,7 +216,8 @@ class NAGControlNet(nn.Module):
         equals ("custom" otherwise).
         """
         freeze_base(network)
-        config = (config or ControlNetConfig()).bound_to(network.config, base_variant)
+        config = replace((config or ControlNetConfig()).bound_to(network.config, base_variant),
+                         base_fingerprint=fingerprint(network))
         with torch.device(network.device):
             net = cls(config).to(network.dtype)
         if config.init_source == "first_blocks":
@@ -327,6 +335,24 @@ def check_compatible(config: ControlNetConfig, network: MMAudioNetwork,
             f"{base['base_variant']}")
 
 
+def check_base_weights(config: ControlNetConfig, network: MMAudioNetwork, path) -> None:
+    """WeightsError unless ``network`` holds the exact weights the ControlNet was trained on
+    (its fingerprint); a file without a fingerprint is allowed with a loud warning."""
+    if not config.base_fingerprint:
+        log.warning("WARNING: %s carries no fingerprint of the base weights it was trained on, "
+                    "so nothing checks that the loaded MMAudio network is that base: on other "
+                    "weights of the same shape it silently produces wrong guidance. Re-save it "
+                    "with this pack (nag_core.controlnet.save_controlnet after from_base) to "
+                    "record one.", path)
+        return
+    why = mismatch(config.base_fingerprint, network)
+    if why:
+        raise WeightsError(
+            f"{path} was trained on other base weights than the loaded MMAudio network "
+            f"({config.describe_base()}: same shape, different values; {why}). Load the exact "
+            f"MMAudio network file it was trained on, or a ControlNet trained on this one")
+
+
 def load_controlnet(path: str | os.PathLike, network: MMAudioNetwork,
                     base_variant: Optional[str] = None) -> NAGControlNet:
     """Read a ControlNet written by :func:`save_controlnet` and place it on ``network``'s device
@@ -336,10 +362,12 @@ def load_controlnet(path: str | os.PathLike, network: MMAudioNetwork,
     obj, meta = read_checkpoint(path)
     config = _read_config(path, meta)
     check_compatible(config, network, base_variant)
+    check_base_weights(config, network, path)
     freeze_base(network)
     with torch.device(network.device):
         net = NAGControlNet(config)
     check_keys(obj, net.state_dict(), what=f"its own ControlNet config ({config.describe_base()})",
                source=path)
+    check_finite(obj, source=path)
     net.load_state_dict(obj)
     return net.to(dtype=network.dtype).eval().requires_grad_(False)

@@ -53,7 +53,10 @@ AUTO = "auto"
 METHOD_CHOICES = (AUTO,) + METHODS  # what a user may ask for
 METHOD_DEFAULT = AUTO
 AUTO_WITH_CONTROLNET = "nag"
-AUTO_WITHOUT_CONTROLNET = "text_nag"  # the best training-free method (see README, "Methods")
+# The training-free method that measured better on leakage at equal fidelity in the synthetic
+# world (bench/RESULTS.md, fourth pass: text_nag lowered the leaked lamp by 1.9 / 2.5 dB at
+# beta 1.5 / 3, CIs excluding 0; negative_prompt by 0.4 dB, CI crossing 0; the same fidelity).
+AUTO_WITHOUT_CONTROLNET = "text_nag"
 STEP_ONE_METHOD = "cfg"  # what runs at step 1, whatever was asked: there is nothing to avoid
 
 TEXT_NAG_BRANCHES = ("joined", "averaged")

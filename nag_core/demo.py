@@ -139,22 +139,26 @@ def pick_demo_models(models_dir=None, variant: str = "small_16k") -> tuple[Path,
     return smoke, "smoke"
 
 
-def run_demo(out_dir=None, *, models_dir=None, variant: str = "small_16k", seconds: float = 8.0,
+def run_demo(out_dir=None, *, models_dir=None, variant: str = "small_16k",
+             seconds: Optional[float] = None,
              steps: Optional[int] = None, device=None, progress: bool = True,
              log: Callable[[str], None] = print) -> dict:
     """Write the demo video and the 3-prompt chain on it into a new run folder, ``out_dir``
     (default ./nag_foley_demo) or, when that already holds files, the next free numbered
-    folder beside it (as ``generate`` chooses). Returns the run record, with ``run_dir``."""
+    folder beside it (as ``generate`` chooses). ``seconds``: the video's length (default 8 s with
+    real weights, 4 s with the world models); longer than the models' training length runs in
+    windows. Returns the run record, with ``run_dir``."""
     root, kind = pick_demo_models(models_dir, variant)
     if kind == "world":
         return _in_new_run(out_dir, log, lambda stage: _run_world_demo(
-            stage, root, steps, device, progress, log))
+            stage, root, steps, device, progress, log, seconds))
     smoke = kind == "smoke"
     if smoke:
         variant = "small_16k"
     notes = [SMOKE_NOTE] if smoke else [NO_CONTROLNET_NOTE]
     for note in notes:
         log(note)
+    seconds = seconds or 8.0
 
     def run(stage):
         from .chain import run_chain_in
@@ -184,26 +188,29 @@ def _in_new_run(out_dir, log, run) -> dict:
     return {**record, "run_dir": str(final)}
 
 
-def write_world_video(path, seed: int = WORLD_SEED) -> tuple[Path, object]:
-    """A 4 s world video (ball + lamp, 64x64 px, 25 fps; near-lossless H.264 so that the picture
-    the models see is the one they were trained on). Returns (path, the rendered scene.Clip)."""
+def write_world_video(path, seed: int = WORLD_SEED,
+                      seconds: Optional[float] = None) -> tuple[Path, object]:
+    """A world video of ``seconds`` (default 4 s, the world models' training length; ball + lamp,
+    64x64 px, 25 fps; near-lossless H.264 so that the picture the models see is the one they
+    were trained on). Returns (path, the rendered scene.Clip)."""
     from .world.assets import WORLD_DURATION
     from .world.scene import FPS, render_clip
 
-    clip = render_clip(seed, ("ball", "lamp"), WORLD_DURATION)
+    clip = render_clip(seed, ("ball", "lamp"), seconds or WORLD_DURATION)
     frames = (clip.frames * 255).round().clip(0, 255).astype("uint8")
     return write_video(path, frames, FPS, crf=4), clip
 
 
-def _run_world_demo(stage, root: Path, steps, device, progress, log) -> dict:
+def _run_world_demo(stage, root: Path, steps, device, progress, log, seconds=None) -> dict:
     from .chain import run_chain_in
     from .world.assets import CONTROLNET_FILE, WORLD_DURATION
 
     log(WORLD_NOTE)
-    video, _ = write_world_video(stage.path / DEMO_NAME)
+    seconds = seconds or WORLD_DURATION
+    video, _ = write_world_video(stage.path / DEMO_NAME, seconds=seconds)
     record = run_chain_in(stage, video, list(WORLD_PROMPTS), models_dir=root,
                           controlnet=root / CONTROLNET_FILE, method="nag", steps=steps or 12,
-                          seed=1, duration=WORLD_DURATION, device=device, offline=True,
+                          seed=1, duration=seconds, device=device, offline=True,
                           progress=progress, notes=[WORLD_NOTE], smoke=False, log=log)
     log(WORLD_NOTE)
     return record

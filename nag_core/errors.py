@@ -16,3 +16,8 @@ class MediaError(NAGFoleyError):
 
 class ConfigError(NAGFoleyError):
     """Settings that cannot work together (duration, variant, mode, ...)."""
+
+
+class MediaWarning(UserWarning):
+    """An input was usable but not as asked (shorter than requested, cut short or damaged): the
+    message says what was used and why. Also kept on the result (``VideoClip.warning``)."""

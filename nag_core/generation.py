@@ -26,16 +26,17 @@ from .sampling import StepCallback, Velocity, batched_branches, euler
 
 
 def noise(batch: int, network: MMAudioNetwork, generator: torch.Generator,
-          dtype: Optional[torch.dtype] = None) -> Tensor:
-    """x0 = randn(B, latent_seq_len, latent_dim) from ``generator`` on the generator's device
-    (as MMAudio draws it: the same seed gives different noise on CPU and CUDA)."""
-    return torch.randn(batch, network.latent_seq_len, network.config.latent_dim,
+          dtype: Optional[torch.dtype] = None, length: Optional[int] = None) -> Tensor:
+    """x0 = randn(B, length, latent_dim) from ``generator`` on the generator's device (as MMAudio
+    draws it: the same seed gives different noise on CPU and CUDA). ``length`` defaults to the
+    network's latent_seq_len (a windowed generation draws the whole clip's sequence)."""
+    return torch.randn(batch, length or network.latent_seq_len, network.config.latent_dim,
                        generator=generator, device=generator.device,
                        dtype=dtype or network.dtype)
 
 
 def noise_for_seeds(seeds: Sequence[int], network: MMAudioNetwork, device=None,
-                    dtype: Optional[torch.dtype] = None) -> Tensor:
+                    dtype: Optional[torch.dtype] = None, length: Optional[int] = None) -> Tensor:
     """x0 of B = len(seeds) takes: row i is :func:`noise` (batch 1) from a generator seeded with
     seeds[i] on ``device`` (default: the network's), so take i starts where a single run with
     seeds[i] starts, bit for bit."""
@@ -43,7 +44,7 @@ def noise_for_seeds(seeds: Sequence[int], network: MMAudioNetwork, device=None,
     if not seeds:
         raise ConfigError("no seeds given: one take needs one seed")
     dev = torch.device(device) if device is not None else network.device
-    rows = [noise(1, network, torch.Generator(device=dev).manual_seed(int(s)), dtype)
+    rows = [noise(1, network, torch.Generator(device=dev).manual_seed(int(s)), dtype, length)
             for s in seeds]
     return torch.cat(rows, dim=0)
 

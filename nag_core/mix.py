@@ -4,6 +4,14 @@ The composite after step k is ``normalize(sum of the raw tracks 1..k)`` at −20
 value), and the conditioning mix of step k is the same thing over tracks 1..k−1. Mixing the raw
 tracks, never a previously normalised mix, keeps that exact whatever order steps are redone in.
 
+The composite is never clipped: after the loudness gain its true peak (BS.1770-4 Annex 2: the
+peak of the signal oversampled 4x, which catches the inter-sample peaks a converter makes) must
+stay at or below TRUE_PEAK_CEILING_DB (−1 dBTP). Where the target loudness would put it above,
+the gain is lowered until the true peak sits at the ceiling (no limiter: a linear gain keeps the
+sound as generated) and the result says so: ``Normalized.note`` names the loudness reached and
+the dB given up, ``ceiling_reduction_db`` holds them. Conditioning mixes (what NAG steers
+away from) are normalised without a ceiling, as in training: they are never written.
+
 Policies for tracks that do not line up (documented, never a crash):
 * sample rates differ: every track is resampled to the highest rate among them;
 * lengths differ: shorter tracks are padded with silence at the end to the longest;
@@ -26,6 +34,8 @@ from .errors import ConfigError, MediaError
 from .resample import resample
 
 TARGET_LUFS = -20.0
+TRUE_PEAK_CEILING_DB = -1.0  # dBTP; the usual delivery ceiling (EBU R128 / streaming specs)
+TRUE_PEAK_OVERSAMPLING = 4  # BS.1770-4 Annex 2
 GATE_BLOCK_S = 0.4  # BS.1770 gating block: shorter audio cannot be measured directly
 MAX_METER_CHANNELS = 5  # pyloudnorm's channel weights cover L, R, C, Ls, Rs only
 
@@ -52,6 +62,14 @@ class Normalized:
     gain_db: float  # gain applied (0.0 when nothing was done)
     measured_lufs: float  # loudness before the gain (-inf for silence)
     note: str  # empty when normalised as usual; otherwise what was done instead and why
+    true_peak_db: float = math.nan  # dBTP of ``wave`` (nan: not measured)
+    ceiling_db: float | None = None  # the true-peak ceiling that applied (None: none)
+    ceiling_reduction_db: float = 0.0  # dB taken off the target gain to respect the ceiling
+
+    @property
+    def target_met(self) -> bool:
+        """Whether ``wave`` is at the target loudness (False for silence or a lowered gain)."""
+        return math.isfinite(self.measured_lufs) and self.ceiling_reduction_db == 0.0
 
 
 def sum_tracks(tracks: Sequence[Track], gains_db: Sequence[float] | None = None) -> Track:
@@ -101,28 +119,53 @@ def measure_lufs(wave: Tensor, sample_rate: int) -> float:
         return float(pyloudnorm.Meter(sample_rate).integrated_loudness(data))
 
 
-def loudness_normalize(track: Track, target_lufs: float = TARGET_LUFS) -> Normalized:
-    """Scale a track to ``target_lufs`` integrated loudness.
+def true_peak_db(wave: Tensor, sample_rate: int) -> float:
+    """True peak (dBTP) of (channels, samples): the largest magnitude of the signal and of its
+    4x band-limited oversampling (BS.1770-4 Annex 2); -inf for silence."""
+    w = wave.detach().float().cpu()
+    if w.numel() == 0:
+        return -math.inf
+    up = resample(w, int(sample_rate), int(sample_rate) * TRUE_PEAK_OVERSAMPLING)
+    peak = max(float(w.abs().max()), float(up.abs().max()))
+    return 20.0 * math.log10(peak) if peak > 0 else -math.inf
+
+
+def loudness_normalize(track: Track, target_lufs: float = TARGET_LUFS,
+                       ceiling_db: float | None = None) -> Normalized:
+    """Scale a track to ``target_lufs`` integrated loudness, keeping its true peak at or below
+    ``ceiling_db`` dBTP when one is given (by lowering the gain: see the module docstring).
 
     Silence (or audio below BS.1770's absolute gate, which has no measurable loudness) is
-    returned unchanged with gain 0 and a note, never NaN or inf. Peaks above 1.0 after the gain are
-    kept (float audio) and reported in the note; writers clip or not as their format requires.
+    returned unchanged with gain 0 and a note, never NaN or inf. Without a ceiling, peaks above
+    full scale are kept (float audio) and reported in the note.
     """
     wave = track.wave.float()
     lufs = measure_lufs(wave, track.sample_rate)
     if not math.isfinite(lufs):
         return Normalized(wave, track.sample_rate, 0.0, lufs,
-                          "silent (no measurable loudness): returned unchanged")
+                          "silent (no measurable loudness): returned unchanged",
+                          true_peak_db=true_peak_db(wave, track.sample_rate),
+                          ceiling_db=ceiling_db)
     gain_db = target_lufs - lufs
+    peak_db = true_peak_db(wave, track.sample_rate) + gain_db
+    note, reduction = "", 0.0
+    if ceiling_db is not None and peak_db > ceiling_db:
+        reduction = peak_db - ceiling_db
+        gain_db -= reduction
+        note = (f"{target_lufs:g} LUFS not reached: {lufs + gain_db:.1f} LUFS, the gain lowered "
+                f"by {reduction:.1f} dB to keep the true peak at {ceiling_db:g} dBTP (at "
+                f"{target_lufs:g} LUFS it would be {peak_db:+.1f} dBTP)")
+        peak_db = ceiling_db
+    elif peak_db > 0.0:
+        note = f"true peak {peak_db:+.1f} dBTP after normalisation (above full scale)"
     out = wave * (10.0 ** (gain_db / 20.0))
-    note = ""
-    peak = float(out.abs().max()) if out.numel() else 0.0
-    if peak > 1.0:
-        note = f"peak {20 * math.log10(peak):+.1f} dBFS after normalisation (above full scale)"
-    return Normalized(out, track.sample_rate, gain_db, lufs, note)
+    return Normalized(out, track.sample_rate, gain_db, lufs, note, true_peak_db=peak_db,
+                      ceiling_db=ceiling_db, ceiling_reduction_db=reduction)
 
 
 def composite(tracks: Sequence[Track], gains_db: Sequence[float] | None = None,
-              target_lufs: float = TARGET_LUFS) -> Normalized:
-    """normalize(Σ tracks): the composite, and (over tracks < k) step k's conditioning mix."""
-    return loudness_normalize(sum_tracks(tracks, gains_db), target_lufs)
+              target_lufs: float = TARGET_LUFS,
+              ceiling_db: float | None = TRUE_PEAK_CEILING_DB) -> Normalized:
+    """normalize(Σ tracks) with the true-peak ceiling: the composite. Step k's conditioning mix
+    is the same over tracks < k with ``ceiling_db=None`` (as in training)."""
+    return loudness_normalize(sum_tracks(tracks, gains_db), target_lufs, ceiling_db)

@@ -8,7 +8,8 @@ Generation itself (CFG / NAG sampling over a Foley chain) lives in :mod:`nag_cor
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -22,6 +23,20 @@ from .mmaudio.network import MMAudioNetwork
 from .mmaudio.variants import MODES, sequence_lengths
 from .resample import resample
 from .windows import TRAINED_DURATION, plan_windows, sync_frame_slice
+
+
+# What to do about a part that does not fit the network, said once per part.
+_PART_ADVICE = {
+    "vae": "Use the VAE of the network's mode (16k: v1-16.pth; 44k: v1-44.pth).",
+    "vocoder": "Use the vocoder of the network's mode (16k: best_netG.pt; 44k: BigVGAN-v2 "
+               "44 kHz).",
+    "clip": "Use the CLIP the network was trained with (DFN5B-CLIP-ViT-H-14-384 for the "
+            "released networks; for a tiny or self-trained set, the CLIP of that set, beside "
+            "its network).",
+    "synchformer": "Use the Synchformer the network was trained with "
+                   "(synchformer_state_dict.pth for the released networks; for a tiny or "
+                   "self-trained set, the one beside its network).",
+}
 
 
 @dataclass
@@ -48,10 +63,12 @@ class MMAudioModel(nn.Module):
 
     def __init__(self, network: MMAudioNetwork, vae: nn.Module, vocoder: nn.Module,
                  clip: nn.Module, synchformer: nn.Module, tokenizer, variant: str = "custom",
-                 trained_duration: float = TRAINED_DURATION):
+                 trained_duration: float = TRAINED_DURATION,
+                 sources: Optional[Mapping[str, str]] = None):
         super().__init__()
         # The sequence length the network was trained on: longer clips run in windows this long.
         self.trained_duration = float(trained_duration)
+        self.sources = dict(sources or {})  # part -> the file it was loaded from (messages)
         self.network = network
         self.vae = vae
         self.vocoder = vocoder
@@ -77,42 +94,54 @@ class MMAudioModel(nn.Module):
         return self.network.dtype
 
     def _check_parts(self) -> None:
-        """Parts of different modes or widths fail here, with names, not deep in a matmul."""
+        """Parts of different modes or widths fail here, with names, not deep in a matmul. Each
+        problem names the part (and its file, from ``sources``) that does not fit the network,
+        and the advice is for that part."""
         cfg = self.network.config
-        problems = []
+        name = {k: f"the {label}" + (f" ({Path(self.sources[k]).name})" if k in self.sources
+                                      else "")
+                for k, label in (("network", "network"), ("vae", "VAE"),
+                                 ("vocoder", "vocoder"), ("clip", "CLIP"),
+                                 ("synchformer", "Synchformer"))}
+        net = name["network"]
+        problems: list[tuple[str, str]] = []
         vae_dim = self.vae.embed_dim
         if vae_dim != cfg.latent_dim:
-            problems.append(f"the VAE has {vae_dim} latent channels but the network expects "
-                            f"{cfg.latent_dim} ({cfg.mode})")
+            problems.append(("vae", f"{name['vae']} has {vae_dim} latent channels but {net} "
+                                    f"expects {cfg.latent_dim} ({cfg.mode})"))
         n_mels = self.vae.data_dim
         if n_mels != self.mel.n_mels:
-            problems.append(f"the VAE works on {n_mels} mel bands; a {cfg.mode} model needs "
-                            f"{self.mel.n_mels}")
+            problems.append(("vae", f"{name['vae']} works on {n_mels} mel bands; a {cfg.mode} "
+                                    f"model needs {self.mel.n_mels}"))
         voc_mels = self.vocoder.config.num_mels
         if voc_mels != n_mels:
-            problems.append(f"the vocoder takes {voc_mels} mel bands, the VAE makes {n_mels}")
+            problems.append(("vocoder", f"{name['vocoder']} takes {voc_mels} mel bands, "
+                                        f"{name['vae']} makes {n_mels}"))
         clip_dim = self.clip.cfg.embed_dim
         if clip_dim != cfg.clip_dim:
-            problems.append(f"CLIP image features are {clip_dim} wide, the network expects "
-                            f"{cfg.clip_dim}")
+            problems.append(("clip", f"{name['clip']} gives image features {clip_dim} wide, "
+                                     f"{net} expects {cfg.clip_dim}"))
         text_dim = self.clip.cfg.text_width
         if text_dim != cfg.text_dim:
-            problems.append(f"CLIP text features are {text_dim} wide, the network expects "
-                            f"{cfg.text_dim}")
+            problems.append(("clip", f"{name['clip']} gives text features {text_dim} wide, "
+                                     f"{net} expects {cfg.text_dim}"))
         sync_dim = self.synchformer.cfg.width
         if sync_dim != cfg.sync_dim:
-            problems.append(f"Synchformer features are {sync_dim} wide, the network expects "
-                            f"{cfg.sync_dim}")
+            problems.append(("synchformer", f"{name['synchformer']} gives features {sync_dim} "
+                                            f"wide, {net} expects {cfg.sync_dim}"))
         if problems:
-            raise WeightsError("these model files do not belong together: " + "; ".join(problems)
-                               + ". Use the VAE/vocoder of the network's mode (16k: v1-16.pth + "
-                               "best_netG.pt; 44k: v1-44.pth + BigVGAN-v2 44 kHz).")
+            parts = list(dict.fromkeys(part for part, _ in problems))
+            raise WeightsError("these model files do not belong together: "
+                               + "; ".join(text for _, text in problems) + ". "
+                               + " ".join(_PART_ADVICE[part] for part in parts))
 
     # ------------------------------------------------------------------ conditions
     @torch.no_grad()
-    def encode_video(self, clip: VideoClip) -> VideoFeatures:
+    def encode_video(self, clip: VideoClip,
+                     window_duration: Optional[float] = None) -> VideoFeatures:
         """CLIP features of the 8 fps stream and Synchformer features of the 25 fps stream, once
-        for the whole clip (windows of a long clip are cut from them; nag_core.windows)."""
+        for the whole clip (windows of a long clip are cut from them; nag_core.windows).
+        ``window_duration`` (default ``trained_duration``): the windows it will be generated in."""
         lengths = sequence_lengths(self.mode, clip.duration)
         dev = self.device
         # uint8 frames cross to the device, then become float there (a quarter of the traffic)
@@ -126,7 +155,7 @@ class MMAudioModel(nn.Module):
         sync_f = self.synchformer.encode(sync_frames.unsqueeze(0))
         features = VideoFeatures(clip_f=clip_f, sync_f=sync_f, duration=lengths.duration)
         # The last window ends at the clip's end whatever the overlap, so its start is known now.
-        plan = plan_windows(self.mode, lengths.duration, self.trained_duration)
+        plan = plan_windows(self.mode, lengths.duration, window_duration or self.trained_duration)
         last = plan.windows[-1]
         if last.index > 0 and not last.on_sync_grid:
             frames = clip.sync_frames[sync_frame_slice(plan, last.index)].to(dev)
@@ -171,11 +200,14 @@ class MMAudioModel(nn.Module):
         return posterior
 
     @torch.no_grad()
-    def encode_mix(self, wave: Tensor, sample_rate: int) -> Tensor:
+    def encode_mix(self, wave: Tensor, sample_rate: int,
+                   latent_len: Optional[int] = None) -> Tensor:
         """A conditioning mix -> x_cond (1, N, C): the posterior MEAN (deterministic at inference,
-        as in training; design doc §4) in the network's normalised space."""
+        as in training; design doc §4) in the network's normalised space. N = ``latent_len``
+        (default the network's latent_seq_len; a windowed generation encodes the whole mix)."""
         net = self.network
-        mean = self.encode_posterior(wave, sample_rate, net.latent_seq_len).mean.transpose(1, 2)
+        n = latent_len or net.latent_seq_len
+        mean = self.encode_posterior(wave, sample_rate, n).mean.transpose(1, 2)
         return net.normalize(mean.to(net.dtype))
 
     def to(self, *args, **kwargs):

@@ -32,6 +32,8 @@ from .media import VideoClip
 from .mix import TARGET_LUFS, Normalized, Track, composite
 from .mmaudio.variants import sequence_lengths
 from .model import MMAudioModel, VideoFeatures
+from .windowed import plan_for
+from .windows import WINDOWS_PER_BATCH, WINDOWS_PER_BATCH_MAX, WindowPlan
 from .step import (STEP_SETTING_NAMES, StepProgress, StepResult, StepSettings,
                    check_setting_names, generate_track)
 
@@ -64,17 +66,36 @@ class FoleySession:
     progress: Optional[StepProgress] = None
     results: list = field(default_factory=list)
     features: Optional[VideoFeatures] = None  # given: reused (e.g. from another session)
+    # Clips longer than the network's training length run in overlapping windows of that length
+    # (nag_core.windows): the overlap in seconds (None: a quarter of the window), the windows of
+    # one Euler step per network call, and the window length (None: model.trained_duration).
+    window_overlap: Optional[float] = None
+    windows_per_batch: int = WINDOWS_PER_BATCH
+    window_seconds: Optional[float] = None
 
     def __post_init__(self):
-        if self.features is not None:
-            return
+        self.windows_per_batch = d.check_int("windows_per_batch", self.windows_per_batch, 1,
+                                             WINDOWS_PER_BATCH_MAX)
+        if self.features is None:
+            self._encode()
+        self.window_plan  # a bad overlap or window length fails here, before any step
+
+    def _encode(self) -> None:
         if self.video is not None:
-            self.features = self.model.encode_video(self.video)
+            # the model's own window length unless one is asked for (tail encoding, see windows)
+            self.features = (self.model.encode_video(self.video) if self.window_seconds is None
+                             else self.model.encode_video(self.video, self.window_seconds))
         else:
             if self.duration is None:
                 raise ConfigError("a session without video needs a duration")
             lengths = sequence_lengths(self.model.mode, self.duration)
             self.features = VideoFeatures(None, None, lengths.duration)
+
+    @property
+    def window_plan(self) -> WindowPlan:
+        """The windows every step of this session is generated in (one for a short clip)."""
+        return plan_for(self.model, self.features.duration, self.window_overlap,
+                        self.window_seconds)
 
     @property
     def sample_rate(self) -> int:
@@ -84,15 +105,18 @@ class FoleySession:
     def tracks(self) -> list[Tensor]:
         return [r.wave for r in self.results]
 
-    def _mix(self, n: int) -> Normalized:
-        """normalize(Σ of the first n raw tracks, each with its gain) at the target loudness."""
+    def _mix(self, n: int, ceiling: bool = True) -> Normalized:
+        """normalize(Σ of the first n raw tracks, each with its gain) at the target loudness,
+        with the composite's true-peak ceiling unless ``ceiling`` is False."""
         first = self.results[:n]
+        kw = {} if ceiling else {"ceiling_db": None}
         return composite([Track(r.wave[None], self.sample_rate) for r in first],
-                         [r.settings.gain_db for r in first], self.target_lufs)
+                         [r.settings.gain_db for r in first], self.target_lufs, **kw)
 
     def conditioning_mix(self, k: int) -> Optional[Normalized]:
-        """Step k's conditioning mix (1-based): the mix of tracks 1..k−1; None for k = 1."""
-        return self._mix(k - 1) if k > 1 else None
+        """Step k's conditioning mix (1-based): the mix of tracks 1..k−1 at the target loudness
+        without a peak ceiling (as in training); None for k = 1."""
+        return self._mix(k - 1, ceiling=False) if k > 1 else None
 
     def composite(self) -> Normalized:
         """The −20 LUFS composite of every track so far."""
@@ -105,7 +129,8 @@ class FoleySession:
             self.model, self.features, settings, condition_mix=self.conditioning_mix(k),
             controlnet=self.controlnet,
             earlier_prompts=tuple(r.settings.prompt for r in self.results[: k - 1]),
-            progress=self.progress)
+            progress=self.progress, window_overlap=self.window_overlap,
+            windows_per_batch=self.windows_per_batch, window_seconds=self.window_seconds)
 
     def add_step(self, prompt: str, **settings) -> StepResult:
         """Generate step k = len(results) + 1 and append it. ``takes=N`` makes N takes in one

@@ -138,11 +138,45 @@ def validate_record(record, path: Path) -> dict:
         c.value(step, "method_used", where, "str")
         c.value(step, "file", where, "str")
         c.value(step, "sha256", where, "str")
+        _check_takes(c, step, where)
     for key in ("composite", "video_out"):
         c.value(c.dict(record, key, ""), "file", f"{key!r} ", "str")
     if not isinstance(record.get("history", []), list):
         c.fail("'history'", "is not a list")
     return record
+
+
+def _check_takes(c: _Check, step: dict, where: str) -> None:
+    """A step of several takes names each take's file; ``file`` is the chosen one's."""
+    if "take_files" not in step:
+        return
+    takes, take = c.value(step, "takes", where, "int"), c.value(step, "take", where, "int")
+    files = step["take_files"]
+    if not isinstance(files, list) or len(files) != takes or takes < 1:
+        c.fail(f"{where}'take_files'", f"is not a list of {takes} takes")
+    if not 0 <= take < takes:
+        c.fail(f"{where}'take'", f"is {take}, not a take from 0 to {takes - 1}")
+    for i, f in enumerate(files):
+        if not isinstance(f, dict):
+            c.fail(f"{where}'take_files' item {i}", "is not an object")
+        c.value(f, "file", f"{where}'take_files' item {i} ", "str")
+        c.value(f, "sha256", f"{where}'take_files' item {i} ", "str")
+    if files[take]["file"] != step["file"] or files[take]["sha256"] != step["sha256"]:
+        c.fail(f"{where}'file'", "is not the chosen take's file")
+
+
+def step_files(entry: dict) -> list[dict]:
+    """``[{"file", "sha256"}, ...]``: every take file of a step (one for a single take)."""
+    return entry.get("take_files") or [{"file": entry["file"], "sha256": entry["sha256"]}]
+
+
+def step_settings(entry: dict, **changes):
+    """The StepSettings a step was made with (``takes`` only where the record has several)."""
+    from .pipeline import StepSettings
+    values = {f: entry[f] for f in STEP_FIELDS}
+    if entry.get("takes", 1) != 1:
+        values["takes"] = entry["takes"]
+    return StepSettings(**{**values, **changes})
 
 
 def _check_step(c: _Check, step: dict, where: str, with_prompt: bool) -> None:
@@ -208,7 +242,8 @@ def file_entry(path: Path, cached: bool = False) -> dict:
 
 
 def model_entry(files, model, variant: str, models_dir: Path) -> dict:
-    entry = {"variant": variant, "models_dir": str(Path(models_dir).resolve()),
+    entry = {"variant": variant, "detected_variant": getattr(model, "variant", variant),
+             "models_dir": str(Path(models_dir).resolve()),
              "sample_rate": model.sample_rate, "device": str(model.device),
              "dtype": str(model.dtype).replace("torch.", ""), "files": {}}
     for kind in ("network", "vae", "vocoder", "vocoder_config", "synchformer", "clip", "bpe_vocab"):
@@ -218,24 +253,41 @@ def model_entry(files, model, variant: str, models_dir: Path) -> dict:
     return entry
 
 
-def step_entry(k: int, result, path: Path, sample_rate: int) -> dict:
+def step_entry(k: int, result, paths: list, sample_rate: int) -> dict:
+    """A step's record: its settings, what ran, and its take files (``paths``, one per take;
+    ``file`` is the chosen take's)."""
     from .mix import measure_lufs
     wave = result.wave
-    return {"index": k, **{f: getattr(result.settings, f) for f in STEP_FIELDS},
-            "method_used": result.method_used, "file": path.name, "sha256": sha256_file(path),
-            "samples": int(wave.shape[-1]), "sample_rate": sample_rate,
-            "peak": float(wave.abs().max()) if wave.numel() else 0.0,
-            "lufs": finite(measure_lufs(wave[None].float(), sample_rate)),
-            "seconds": round(result.seconds, 3)}
+    take = getattr(result, "take", 0)
+    shas = [sha256_file(p) for p in paths]
+    entry = {"index": k, **{f: getattr(result.settings, f) for f in STEP_FIELDS},
+             "method_used": result.method_used, "file": paths[take].name, "sha256": shas[take],
+             "samples": int(wave.shape[-1]), "sample_rate": sample_rate,
+             "peak": float(wave.abs().max()) if wave.numel() else 0.0,
+             "lufs": finite(measure_lufs(wave[None].float(), sample_rate)),
+             "seconds": round(result.seconds, 3)}
+    if len(paths) > 1:
+        entry.update(takes=len(paths), take=take, take_files=[
+            {"file": p.name, "sha256": h, "seed": result.settings.seed + i}
+            for i, (p, h) in enumerate(zip(paths, shas))])
+    return entry
+
+
+def choose_take(entry: dict, take: int) -> dict:
+    """A step's record with take ``take`` chosen (its files unchanged)."""
+    chosen = entry["take_files"][take]
+    return {**entry, "take": take, "file": chosen["file"], "sha256": chosen["sha256"]}
 
 
 def build_record(*, created: str, smoke: bool, notes, command, input_entry: dict,
                  model: dict, controlnet: Optional[dict], settings: dict, steps: list,
-                 composite: dict, video_out: dict, timings: dict, history: list) -> dict:
-    """The one shape of a record, for a new run and for a redo alike."""
+                 composite: dict, video_out: dict, timings: dict, history: list,
+                 windows: Optional[dict] = None) -> dict:
+    """The one shape of a record, for a new run and for a redo alike. ``windows``: the window
+    plan the tracks were generated in (nag_core.windows.WindowPlan.record)."""
     return {"format": RECORD_FORMAT, "version": RECORD_VERSION, "created": created,
             "smoke_test_weights": bool(smoke), "notes": list(notes), "command": command,
             "input": input_entry, "model": model, "controlnet": controlnet,
-            "settings": settings, "steps": steps, "composite": composite,
+            "settings": settings, "windows": windows, "steps": steps, "composite": composite,
             "video_out": video_out, "timings": timings, "versions": versions(),
             "history": history}

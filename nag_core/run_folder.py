@@ -40,6 +40,13 @@ def track_name(k: int, prompt: str) -> str:
     return f"track_{k:02d}_{slug(prompt)}.wav"
 
 
+def take_names(k: int, prompt: str, takes: int) -> list[str]:
+    """The files of step k's takes: one track, or ``track_kk_<prompt>.take<i>.wav`` each."""
+    if takes == 1:
+        return [track_name(k, prompt)]
+    return [f"track_{k:02d}_{slug(prompt)}.take{i}.wav" for i in range(takes)]
+
+
 def foley_video_name(video: Path) -> str:
     """``<stem>.foley<suffix>``: the input's container when it is one the muxer writes."""
     suffix = video.suffix.lower() if video.suffix.lower() in VIDEO_SUFFIXES else ".mp4"

@@ -18,7 +18,9 @@ Velocity = Callable[[Tensor, Tensor], Tensor]
 """``velocity(x, t)``: x (B, N, C), t a 0-dim float32 tensor; returns dx/dt of x's shape."""
 
 Flow = Callable[[Tensor, Tensor], Tensor]
-"""``flow(x, t)``: one batched network call; x (nB, N, C), t (nB,) in x's dtype."""
+"""``flow(x, t)``: one batched network call over n stacked branches that share the latent:
+x (B, N, C) once, t (B,) in x's dtype; returns (n·B, N, C), branch j in rows [j·B, (j+1)·B)
+(what ``MMAudioNetwork.predict_flow`` does with conditions of batch n·B)."""
 
 StepCallback = Callable[[int, int, Tensor], None]
 """``callback(step_done, total_steps, x)`` after each Euler step (1-based step_done)."""
@@ -48,18 +50,21 @@ def batched_branches(flow: Flow, n_branches: int,
                      combine: Callable[..., Tensor]) -> Velocity:
     """Turn a network call over ``n_branches`` stacked condition sets into a guided velocity.
 
-    The latent is repeated once per branch along the batch, the network is called ONCE on the
-    stacked batch (its conditions must be stacked in the same branch order), and the outputs are
-    split back and handed to ``combine(v_branch0, v_branch1, ...)``, e.g. a closure over
+    The network is called ONCE per step with the latent as it is (every branch sees the same
+    x_t, so the network computes what depends only on x_t and t once per row, not once per
+    branch) and conditions stacked in branch order; the n·B output rows are split back and
+    handed to ``combine(v_branch0, v_branch1, ...)``, e.g. a closure over
     :func:`nag_core.guidance.cfg` or :func:`nag_core.guidance.nag`.
     """
 
     def velocity(x: Tensor, t: Tensor) -> Tensor:
         batch = x.shape[0]
-        xs = x.repeat(n_branches, *([1] * (x.dim() - 1)))
         # MMAudio hands t to the network as t * ones(B) in the latent's dtype.
-        ts = t.to(x.dtype) * torch.ones(n_branches * batch, device=x.device, dtype=x.dtype)
-        out = flow(xs, ts)
+        ts = t.to(x.dtype) * torch.ones(batch, device=x.device, dtype=x.dtype)
+        out = flow(x, ts)
+        if out.shape[0] != n_branches * batch:
+            raise ValueError(f"the flow returned {out.shape[0]} rows for {n_branches} branches "
+                             f"of batch {batch}")
         return combine(*out.split(batch, dim=0))
 
     return velocity

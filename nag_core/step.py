@@ -19,12 +19,15 @@ from torch import Tensor
 
 from . import defaults as d
 from .errors import ConfigError
-from .generation import (noise_for_seeds, sample_cfg, sample_nag, sample_negative_prompt,
-                         sample_text_nag)
+from .generation import (cfg_velocity, nag_velocity, noise_for_seeds, sample_cfg, sample_nag,
+                         sample_negative_prompt, sample_text_nag, text_nag_velocity)
 from .guidance import negative_prompt_text
 from .mix import Normalized
 from .mmaudio.network import Conditions
 from .model import MMAudioModel, VideoFeatures
+from .sampling import Velocity, euler
+from .windowed import plan_for, sample_windows, step_for_windows, window_features
+from .windows import WINDOWS_PER_BATCH
 
 StepProgress = Callable[[int, int], None]
 """``progress(euler_step_done, total_euler_steps)``; raising from it cancels the generation."""
@@ -167,7 +170,8 @@ def _video_features(model: MMAudioModel, features: VideoFeatures) -> tuple[Tenso
 @torch.no_grad()  # a base whose parameters require grad must not build graphs here either
 def build_conditions(model: MMAudioModel, features: VideoFeatures, settings: StepSettings,
                      method: str, *, condition_mix: Optional[Normalized] = None,
-                     earlier_prompts: Sequence[str] = ()) -> StepConditions:
+                     earlier_prompts: Sequence[str] = (),
+                     mix_latent_len: Optional[int] = None) -> StepConditions:
     """Encode one step's texts (and for nag the mix) into network conditions for ``method``
     (as :func:`step_method` resolved it). The network must be set to ``features.duration``."""
     net, dt = model.network, model.dtype
@@ -186,7 +190,8 @@ def build_conditions(model: MMAudioModel, features: VideoFeatures, settings: Ste
     if method == "nag":
         if condition_mix is None:
             raise ConfigError("nag needs the mix of the earlier tracks")
-        step.x_cond = model.encode_mix(condition_mix.wave, condition_mix.sample_rate)
+        step.x_cond = model.encode_mix(condition_mix.wave, condition_mix.sample_rate,
+                                       mix_latent_len)
         step.control = net.preprocess_conditions(clip_f, sync_f, net.get_empty_string_sequence(1))
     elif method == "text_nag":
         prompts = [p for p in earlier_prompts if p and p.strip()]
@@ -223,6 +228,23 @@ def sample_step(model: MMAudioModel, step: StepConditions, x0: Tensor, settings:
                       callback=callback)
 
 
+def step_velocity(model: MMAudioModel, step: StepConditions, settings: StepSettings,
+                  controlnet, batch: int) -> Velocity:
+    """The guided velocity of the step's method over ``batch`` rows (every condition already
+    has them): what :func:`sample_step`'s samplers integrate, for one batch of windows. The
+    method was resolved by :func:`step_method` (beta = 0 already runs as plain CFG)."""
+    net, method = model.network, step.method
+    if method == "nag":
+        if controlnet is None:
+            raise ConfigError(NAG_NEEDS_CONTROLNET)
+        return nag_velocity(net, controlnet, step.conditions, step.empty, step.control,
+                            step.x_cond, batch, settings.alpha, settings.beta)
+    if method == "text_nag":
+        return text_nag_velocity(net, step.conditions, step.empty, step.earlier, batch,
+                                 settings.alpha, settings.beta)
+    return cfg_velocity(net, step.conditions, step.empty, settings.alpha, batch)
+
+
 # --------------------------------------------------------------------------- stage 3: decoding
 def fit_length(wave: Tensor, samples: int) -> Tensor:
     """Trim (or pad with silence) to exactly ``samples``: MMAudio's output is a whole number of
@@ -243,18 +265,44 @@ def decode_takes(model: MMAudioModel, x1: Tensor, duration: float) -> Tensor:
 def generate_track(model: MMAudioModel, features: VideoFeatures, settings: StepSettings, *,
                    condition_mix: Optional[Normalized] = None, controlnet=None,
                    earlier_prompts: Sequence[str] = (),
-                   progress: Optional[StepProgress] = None) -> StepResult:
+                   progress: Optional[StepProgress] = None,
+                   window_overlap: Optional[float] = None,
+                   windows_per_batch: int = WINDOWS_PER_BATCH,
+                   window_seconds: Optional[float] = None) -> StepResult:
     """Generate the ``settings.takes`` takes of one step in one batched run. ``condition_mix`` is
     the normalised mix of the earlier tracks (None for step 1), ``earlier_prompts`` their prompts.
     Take i equals a single run with seed ``settings.seed + i`` up to float rounding (the network
-    sees a larger batch; on the CPU it is bit-equal in the tests)."""
+    sees a larger batch; on the CPU it is bit-equal in the tests).
+
+    A clip longer than the network's training length (``model.trained_duration``, or
+    ``window_seconds``) runs in overlapping windows of that length whose velocities are blended
+    at every Euler step (nag_core.windows), ``windows_per_batch`` windows per network call;
+    ``progress`` then counts windows × Euler steps. A clip no longer than one window is
+    generated exactly as before."""
     start = time.perf_counter()
-    model.network.set_duration(features.duration)
+    plan = plan_for(model, features.duration, window_overlap, window_seconds)
+    model.network.set_duration(plan.window_duration)
     method = step_method(settings, condition_mix is not None, controlnet is not None)
-    step = build_conditions(model, features, settings, method, condition_mix=condition_mix,
-                            earlier_prompts=tuple(earlier_prompts))
-    x0 = noise_for_seeds(settings.seeds, model.network, model.device, model.dtype)
-    callback = (lambda i, n, _x: progress(i, n)) if progress else None
-    x1 = sample_step(model, step, x0, settings, controlnet, callback)
+    if plan.single:
+        step = build_conditions(model, features, settings, method, condition_mix=condition_mix,
+                                earlier_prompts=tuple(earlier_prompts))
+        x0 = noise_for_seeds(settings.seeds, model.network, model.device, model.dtype)
+        callback = (lambda i, n, _x: progress(i, n)) if progress else None
+        x1 = sample_step(model, step, x0, settings, controlnet, callback)
+    else:
+        # conditions: one row per window (video) or shared (text, empty); x_cond of the whole mix
+        step = build_conditions(model, window_features(model, features, plan), settings, method,
+                                condition_mix=condition_mix,
+                                earlier_prompts=tuple(earlier_prompts),
+                                mix_latent_len=plan.latent_len)
+        x0 = noise_for_seeds(settings.seeds, model.network, model.device, model.dtype,
+                             length=plan.latent_len)
+        takes = x0.shape[0]
+
+        def make(group):
+            rows = step_for_windows(step, plan, group, takes)
+            return step_velocity(model, rows, settings, controlnet, len(group) * takes)
+
+        x1 = sample_windows(plan, make, x0, settings.steps, windows_per_batch, progress)
     waves = decode_takes(model, x1, features.duration)
     return StepResult(settings, waves, method, time.perf_counter() - start)

@@ -7,6 +7,7 @@ recognised. Loading the files into a model is :func:`load_model_files`.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -15,6 +16,8 @@ from typing import Optional
 
 from .defaults import mode_of_variant
 from .errors import WeightsError
+
+log = logging.getLogger(__name__)
 
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".sft")
 
@@ -172,6 +175,20 @@ def _alternatives(root: Path, kind: str, mode: str, variant: str) -> list[str]:
     return found
 
 
+def _beside(root: Path, folder: Path, official: str, candidates: list[str]) -> list[str]:
+    """The candidates inside ``folder`` (the chosen network's folder, when it is a sub-folder of
+    ``root`` such as models/mmaudio/world/), the official name there first: a model set kept in
+    a sub-folder is taken whole, not mixed with the parts at the top of the folder."""
+    try:
+        prefix = folder.relative_to(root).as_posix()
+    except ValueError:
+        return []
+    if prefix in ("", "."):
+        return []
+    inside = [c for c in candidates if c.startswith(prefix + "/")]
+    return [f"{prefix}/{official}"] + inside
+
+
 def missing_files(models_dir: str | os.PathLike, variant: str) -> list[RemoteFile]:
     """The official files of ``variant`` that ``models_dir`` lacks, in download order. A file
     counts as present under any name :func:`find_model_files` accepts (kijai's fp16 files, ...)."""
@@ -207,8 +224,12 @@ def find_model_files(models_dir: str | os.PathLike, variant: str) -> ModelFiles:
     }
     found: dict[str, Path] = {}
     missing: list[RemoteFile] = []
-    for kind, remote in wanted.items():
-        path = _first_existing(root, [remote.relpath] + _alternatives(root, kind, mode, variant))
+    for kind, remote in wanted.items():  # the network first: the others are looked for
+        candidates = [remote.relpath] + _alternatives(root, kind, mode, variant)  # beside it
+        if kind != "network" and "network" in found:
+            candidates = _beside(root, found["network"].parent, remote.relpath, candidates) \
+                + candidates
+        path = _first_existing(root, candidates)
         if path is None:
             missing.append(remote)
         else:
@@ -222,16 +243,34 @@ def find_model_files(models_dir: str | os.PathLike, variant: str) -> ModelFiles:
     if mode == "44k":
         cand = found["vocoder"].parent / "config.json"
         config = cand if cand.is_file() else None
-    vocab = _first_existing(root, ["bpe_simple_vocab_16e6.txt.gz",
-                                   "apple/DFN5B-CLIP-ViT-H-14-384/bpe_simple_vocab_16e6.txt.gz"])
+    vocab = find_vocab(found["clip"], found["network"], root)
     return ModelFiles(network=found["network"], vae=found["vae"], vocoder=found["vocoder"],
                       synchformer=found["synchformer"], clip=found["clip"],
                       vocoder_config=config, bpe_vocab=vocab, variant=variant)
 
 
+def find_vocab(clip: Path, network: Optional[Path] = None, *roots) -> Optional[Path]:
+    """The CLIP BPE vocabulary of a model set: beside the chosen CLIP first (the vocabulary
+    belongs to the CLIP's text tower), then beside the network, then in each of ``roots`` (the
+    models folder). None when none of them has it (load_tokenizer then looks further and says
+    what is missing)."""
+    from .mmaudio.tokenizer import VOCAB_NAMES
+    folders = [Path(clip).parent] + ([Path(network).parent] if network else []) \
+        + [Path(r) for r in roots]
+    for folder in dict.fromkeys(folders):
+        for name in VOCAB_NAMES:
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
 def load_model_files(files: ModelFiles, *, device="cpu", dtype=None):
     """Build a :class:`nag_core.model.MMAudioModel` from located files. Each part is checked
-    against the network's mode, so a 44k VAE beside a 16k network is refused with both names."""
+    against the network's mode, so a 44k VAE beside a 16k network is refused with both names.
+    ``model.variant`` is the variant DETECTED from the network's weights ("custom" for a size
+    no release has); a file whose weights are another released variant than ``files.variant``
+    names is refused. Smoke-test files (nag_core.smoke) load with a loud warning and
+    ``model.smoke_test_weights`` True."""
     import torch
 
     from .mmaudio.bigvgan import load_vocoder
@@ -241,16 +280,33 @@ def load_model_files(files: ModelFiles, *, device="cpu", dtype=None):
     from .mmaudio.tokenizer import load_tokenizer
     from .mmaudio.vae import load_vae
     from .model import MMAudioModel
+    from .smoke import is_smoke_file
 
     network, variant = load_network(files.network)
+    if files.variant in NETWORK_FILES and variant in NETWORK_FILES and variant != files.variant:
+        raise WeightsError(f"{files.network} holds the weights of MMAudio {variant}, not of the "
+                           f"requested {files.variant}: select variant {variant} (and name the "
+                           f"file {NETWORK_FILES[variant].relpath}), or put the real "
+                           f"{NETWORK_FILES[files.variant].relpath} there")
     mode = network.config.mode
     vae = load_vae(files.vae, expect_mode=mode)
     vocoder = load_vocoder(files.vocoder, config=files.vocoder_config, expect_mode=mode)
     clip = load_clip(files.clip)
     synchformer = load_synchformer(files.synchformer)
-    tokenizer = load_tokenizer(files.bpe_vocab, weights_path=files.clip.parent)
+    vocab = files.bpe_vocab or find_vocab(files.clip, files.network)
+    tokenizer = load_tokenizer(vocab, weights_path=files.clip.parent)
+    sources = {k: str(getattr(files, k)) for k in ("network", "vae", "vocoder", "clip",
+                                                    "synchformer")}
     from .windows import trained_duration
     model = MMAudioModel(network, vae, vocoder, clip, synchformer, tokenizer, variant=variant,
-                         trained_duration=trained_duration(files.network.parent))
+                         trained_duration=trained_duration(files.network.parent),
+                         sources=sources)
+    smoke = [Path(p).name for p in sources.values() if is_smoke_file(p)]
+    model.smoke_test_weights = bool(smoke)
+    if smoke:
+        log.warning("WARNING: SMOKE-TEST WEIGHTS (%s): tiny random weights written by "
+                    "`python -m nag_core smoke-models`; what they generate is NOISE. Run "
+                    "`python -m nag_core download` to replace them with the real weights.",
+                    ", ".join(smoke))
     model.to(device=torch.device(device), dtype=dtype or torch.float32)
     return model

@@ -35,9 +35,9 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import Tensor
 
+from .defaults import (CLIP_FPS, DURATION_DEFAULT, SYNC_FPS, SYNC_SEGMENT_STRIDE,
+                       SYNC_TOKENS_PER_SEGMENT, sync_frames_needed as _frames_for_segments)
 from .errors import ConfigError
-from .media.frames import CLIP_FPS, SYNC_FPS
-from .mmaudio.synchformer import SEGMENT_STRIDE
 from .mmaudio.variants import MODES, SequenceLengths, sequence_lengths
 from .sampling import Velocity
 
@@ -46,12 +46,12 @@ from .sampling import Velocity
 # inside both windows' shared part and is decided by both together, and that the cross-fade of
 # velocities is slow against the latent's 32 ms frames; short enough that a long clip costs only
 # 4/3 of its length in window evaluations.
-TRAINED_DURATION = 8.0  # seconds: the sequence every released MMAudio variant was trained on
+TRAINED_DURATION = DURATION_DEFAULT  # seconds: every released MMAudio variant was trained on 8 s
 TRAINING_FILE = "training.json"  # beside a network file: {"duration_s": the length it was trained on}
 OVERLAP_FRACTION = 0.25
 WINDOWS_PER_BATCH = 4  # windows of one Euler step per network call (memory: one batch of them)
-SEGMENT_FRAMES = 16  # 25 fps frames per Synchformer segment
-SYNC_STRIDE_SECONDS = Fraction(SEGMENT_STRIDE, SYNC_FPS)  # 0.32 s between segment starts
+WINDOWS_PER_BATCH_MAX = 64  # one network call's batch (× branches × takes) must fit in memory
+SYNC_STRIDE_SECONDS = Fraction(SYNC_SEGMENT_STRIDE, SYNC_FPS)  # 0.32 s between segment starts
 
 
 def trained_duration(folder) -> float:
@@ -84,7 +84,7 @@ def _round(x: Fraction) -> int:
 
 def sync_frames_needed(lengths: SequenceLengths) -> int:
     """25 fps frames that ``lengths.sync_segments`` segments at stride 8 read."""
-    return SEGMENT_FRAMES + SEGMENT_STRIDE * (lengths.sync_segments - 1)
+    return _frames_for_segments(lengths.sync_segments)
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ class Window:
     @property
     def on_sync_grid(self) -> bool:
         """Its segments are segments of the whole video's encoding (stride 8 from frame 0)."""
-        return self.sync_frame % SEGMENT_STRIDE == 0
+        return self.sync_frame % SYNC_SEGMENT_STRIDE == 0
 
 
 @dataclass(frozen=True)
@@ -247,7 +247,7 @@ def sync_token_slice(plan: WindowPlan, i: int) -> Optional[slice]:
     w = plan.windows[i]
     if not w.on_sync_grid:
         return None
-    first = (w.sync_frame // SEGMENT_STRIDE) * 8  # 8 tokens per segment
+    first = (w.sync_frame // SYNC_SEGMENT_STRIDE) * SYNC_TOKENS_PER_SEGMENT
     return slice(first, first + plan.window.sync)
 
 

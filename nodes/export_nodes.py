@@ -11,11 +11,13 @@ from nag_core.media import mux_audio_into_video, write_audio
 from nag_core.resample import resample
 
 from . import host
+from .messages import HIDDEN, node_title, reported_as
 from .values import CATEGORY, CHAIN, VIDEO, track_from_audio
 
 FORMATS = {"flac": (".flac", "pcm16"), "wav 16-bit": (".wav", "pcm16"),
            "wav 32-bit float": (".wav", "float")}
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm"}
+SCORED_CLIP, WHOLE_VIDEO = "scored clip", "whole video"
 
 
 def _free_name(folder: str, name: str, counter: int, suffixes: list[str]) -> int:
@@ -38,6 +40,7 @@ def _as_mixed(track, gain_db: float, mix):
 
 
 class SaveStems:
+    DISPLAY_NAME = "Save Stems (NAG Foley)"
     DESCRIPTION = ("Writes every track of a chain as a stem and the −20 LUFS composite as mix, "
                    "into ComfyUI's output folder with numbered names (never overwriting). 'as "
                    "mixed' stems carry their gain and the mix normalisation, so they add up to "
@@ -59,9 +62,14 @@ class SaveStems:
             "stems": (["as mixed", "raw"], {"default": "as mixed",
                                             "tooltip": "Level of the stem files (see the node "
                                                        "description)."}),
-        }}
+        }, "hidden": dict(HIDDEN)}
 
-    def save(self, chain, filename_prefix="nag_foley/foley", format="flac", stems="as mixed"):
+    def save(self, chain, filename_prefix="nag_foley/foley", format="flac", stems="as mixed",
+             graph=None, node_id=None):
+        with reported_as(node_title(graph, node_id, self.DISPLAY_NAME)):
+            return self._save(chain, filename_prefix, format, stems)
+
+    def _save(self, chain, filename_prefix, format, stems):
         if format not in FORMATS:
             raise ConfigError(f"unknown format {format!r}; use one of {', '.join(FORMATS)}")
         suffix, encoding = FORMATS[format]
@@ -89,10 +97,13 @@ class SaveStems:
 
 
 class SaveVideoWithAudio:
-    DESCRIPTION = ("Writes a copy of the source video file with the given audio (e.g. the final "
-                   "mix) as its soundtrack, starting at the clip's start time, into ComfyUI's "
-                   "output folder. The picture is copied, not re-encoded. For clips made from "
-                   "IMAGE batches use the core CreateVideo + SaveVideo nodes instead.")
+    DISPLAY_NAME = "Save Video With Audio (NAG Foley)"
+    DESCRIPTION = ("Writes the video with the given audio (e.g. the final mix) as its soundtrack "
+                   "into ComfyUI's output folder. 'scored clip' (default): only the part that was "
+                   "given sound (Load Video's start and duration), its picture re-encoded so the "
+                   "cut is exact. 'whole video': the whole source file, picture copied as it is, "
+                   "the audio placed at the clip's start. For clips made from IMAGE batches use "
+                   "the core CreateVideo + SaveVideo nodes instead.")
     CATEGORY = CATEGORY
     FUNCTION = "save"
     OUTPUT_NODE = True
@@ -105,9 +116,20 @@ class SaveVideoWithAudio:
             "audio": ("AUDIO", {"tooltip": "The soundtrack: usually the last mix."}),
             "filename_prefix": ("STRING", {"default": "nag_foley/video",
                                            "tooltip": "Output sub-folder and file name start."}),
-        }}
+            "keep": ([SCORED_CLIP, WHOLE_VIDEO], {
+                "default": SCORED_CLIP,
+                "tooltip": "scored clip: only start..start+duration (picture re-encoded). whole "
+                           "video: the whole file, picture copied, audio at the clip's start."}),
+        }, "hidden": dict(HIDDEN)}
 
-    def save(self, video, audio, filename_prefix="nag_foley/video"):
+    def save(self, video, audio, filename_prefix="nag_foley/video", keep=SCORED_CLIP,
+             graph=None, node_id=None):
+        with reported_as(node_title(graph, node_id, self.DISPLAY_NAME)):
+            return self._save(video, audio, filename_prefix, keep)
+
+    def _save(self, video, audio, filename_prefix, keep):
+        if keep not in (SCORED_CLIP, WHOLE_VIDEO):
+            raise ConfigError(f"unknown keep {keep!r}; use {SCORED_CLIP!r} or {WHOLE_VIDEO!r}")
         if not video.path:
             raise ConfigError("this clip was made from frames, not a file, so there is no video "
                               "to copy: use the core CreateVideo + SaveVideo nodes with the mix")
@@ -117,7 +139,11 @@ class SaveVideoWithAudio:
         folder, name, counter, subfolder = host.save_path(filename_prefix)
         counter = _free_name(folder, name, counter, [suffix])
         filename = f"{name}_{counter:05}_{suffix}"
-        mux_audio_into_video(video.path, track.wave, track.sample_rate,
-                             os.path.join(folder, filename), start=video.start)
+        wave = track.wave
+        if keep == SCORED_CLIP:  # the segment follows the audio: never past the scored clip
+            wave = wave[..., :int(round(video.duration * track.sample_rate))]
+        mux_audio_into_video(video.path, wave, track.sample_rate,
+                             os.path.join(folder, filename), start=video.start,
+                             trim=keep == SCORED_CLIP)
         return {"ui": {"images": [{"filename": filename, "subfolder": subfolder,
                                    "type": "output"}], "animated": (True,)}}

@@ -10,16 +10,19 @@ Fallback folders (only used when ComfyUI is absent):
   (``nag_core.download.resolve_models_dir``: ``NAGFOLEY_MODELS_DIR``, a ComfyUI tree's
   models/mmaudio, else ~/.cache/nag-foley/models);
 * ``NAGFOLEY_INPUT_DIR``: videos for the loader (default ``./input``);
-* ``NAGFOLEY_OUTPUT_DIR``: saved stems and videos (default ``./output``).
+* ``NAGFOLEY_OUTPUT_DIR``: saved stems and videos (default ``./output``);
+* ``NAGFOLEY_TEMP_DIR``: audio previews (default: the system temp folder).
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import os
 import re
 import sys
+import tempfile
 from typing import Iterator, Optional
 
 import torch
@@ -29,18 +32,30 @@ WEIGHT_EXTENSIONS = {".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".sft"}
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".gif", ".mpg", ".mpeg"}
 
 
+log = logging.getLogger("nag_foley")
+_FAILED: set = set()  # host modules whose import raised something other than ImportError
+
+
 def _module(name: str):
     """The ComfyUI module ``name`` if the host has it, else None.
 
-    Already-imported modules are used as they are (tests put fakes into sys.modules). Anything an
-    import raises counts as "absent": importing comfy.model_management outside a configured
-    server can raise RuntimeError on CPU-only torch."""
+    Already-imported modules are used as they are (tests put fakes into sys.modules). Only an
+    ImportError means "not inside ComfyUI": any other failure is a broken host, so it is logged
+    (once per module) instead of silently turning Cancel, progress and memory management into
+    no-ops."""
     mod = sys.modules.get(name)
     if mod is not None:
         return mod
     try:
         return importlib.import_module(name)
-    except Exception:
+    except ImportError:
+        return None
+    except Exception as e:  # noqa: BLE001 - reported, then treated as absent
+        if name not in _FAILED:
+            _FAILED.add(name)
+            log.warning("NAG Foley: importing ComfyUI's %s failed (%s: %s); Cancel, progress "
+                        "and memory management that need it are off", name,
+                        type(e).__name__, e)
         return None
 
 
@@ -123,6 +138,16 @@ def output_directory() -> str:
     if fp is not None:
         return fp.get_output_directory()
     return os.environ.get("NAGFOLEY_OUTPUT_DIR") or os.path.join(os.getcwd(), "output")
+
+
+def temp_directory() -> str:
+    """Where previews go (ComfyUI empties its temp folder at start)."""
+    fp = _module("folder_paths")
+    if fp is not None:
+        return fp.get_temp_directory()
+    # Outside ComfyUI previews are throw-away: the system temp folder, never the working folder.
+    return os.environ.get("NAGFOLEY_TEMP_DIR") or os.path.join(tempfile.gettempdir(),
+                                                               "nag_foley_previews")
 
 
 def list_input_videos() -> list[str]:
@@ -237,6 +262,105 @@ def model_on_device(module: torch.nn.Module, device: torch.device,
             soft_empty_cache()
 
 
+# ---------------------------------------------------------------------------- model memory
+class _Managed(torch.nn.Module):
+    """What ComfyUI's ModelPatcher holds for one of our modules. A plain container because the
+    patcher writes ``.device`` and its bookkeeping attributes onto the module it manages, and
+    MMAudioModel's ``device`` is a read-only property."""
+
+    def __init__(self, inner: torch.nn.Module, device: torch.device):
+        super().__init__()
+        self.inner = inner
+        self.device = device
+
+
+_MANAGED_TYPES: dict = {}
+_PATCHER_ATTR = "_nagfoley_patcher"  # where a module keeps its ModelPatcher
+
+
+def _managed_type(module: torch.nn.Module) -> type:
+    # ComfyUI logs "Requested to load <class name>": name it after what it holds.
+    name = f"NAGFoley{type(module).__name__}"
+    if name not in _MANAGED_TYPES:
+        _MANAGED_TYPES[name] = type(name, (_Managed,), {})
+    return _MANAGED_TYPES[name]
+
+
+def _device_of(module: torch.nn.Module) -> torch.device:
+    for t in list(module.parameters()) + list(module.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def _comfy_memory():
+    """(model_management, model_patcher) when the host manages model memory, else None."""
+    mm, mp = _module("comfy.model_management"), _module("comfy.model_patcher")
+    if mm is None or mp is None or not hasattr(mm, "load_models_gpu"):
+        return None
+    return mm, mp
+
+
+def _patcher(module: torch.nn.Module, mm, mp, load_device: torch.device):
+    patcher = module.__dict__.get(_PATCHER_ATTR)
+    if patcher is None or patcher.load_device != load_device:
+        holder = _managed_type(module)(module, _device_of(module))
+        patcher = mp.ModelPatcher(holder, load_device=load_device,
+                                  offload_device=mm.unet_offload_device())
+        module.__dict__[_PATCHER_ATTR] = patcher  # not a submodule: state_dict stays ours
+    return patcher
+
+
+def _low_vram(mm) -> bool:
+    state = getattr(mm, "vram_state", None)
+    return getattr(state, "name", "") in ("LOW_VRAM", "NO_VRAM")
+
+
+def _unload(mm, patchers) -> None:
+    for loaded in list(getattr(mm, "current_loaded_models", [])):
+        if any(loaded.model is p for p in patchers):
+            loaded.model_unload()
+            mm.current_loaded_models.remove(loaded)
+    soft_empty_cache()
+
+
+def placement(load_device: torch.device, offload: bool) -> torch.device:
+    """Where a loader puts freshly read weights. Under ComfyUI's memory management that is the
+    offload device: the first node that needs them asks ComfyUI to load them."""
+    if _comfy_memory() is not None:
+        return offload_device()
+    return offload_device() if offload else load_device
+
+
+@contextlib.contextmanager
+def models_loaded(modules, device: torch.device, offload: bool) -> Iterator[None]:
+    """``modules`` on ``device`` for the block.
+
+    Inside ComfyUI each module is wrapped once in a ``comfy.model_patcher.ModelPatcher`` and
+    loaded with ``comfy.model_management.load_models_gpu``, so ComfyUI counts its memory, evicts
+    other models to make room, unloads it on "Free model and node cache" (``POST /free``) and
+    reloads it on the next run. The load is always full: the layers are plain ``torch.nn``, not
+    the ``comfy.ops`` ones ComfyUI can stream, so a partial load would leave some layers on the
+    CPU. ``--novram`` keeps everything on the CPU (ComfyUI loads nothing), ``--lowvram`` and the
+    loader's ``offload`` give the modules back to the offload device after each node.
+    Without ComfyUI the modules are moved by hand (see :func:`model_on_device`)."""
+    comfy = _comfy_memory()
+    if comfy is not None:
+        mm, mp = comfy
+        patchers = [_patcher(m, mm, mp, device) for m in modules]
+        mm.load_models_gpu(patchers, force_full_load=True)
+        try:
+            yield
+        finally:
+            if offload or _low_vram(mm):
+                _unload(mm, patchers)
+        return
+    back = offload_device() if offload else None
+    with contextlib.ExitStack() as stack:
+        for module in modules:
+            stack.enter_context(model_on_device(module, device, back))
+        yield
+
+
 # ---------------------------------------------------------------------------- progress / cancel
 def check_interrupt() -> None:
     """Raise ComfyUI's InterruptProcessingException if the user pressed Cancel."""
@@ -257,3 +381,21 @@ class Progress:
         if self._bar is not None:
             self._bar.update_absolute(done, total or self.total)
         check_interrupt()
+
+
+@contextlib.contextmanager
+def cancel_points(*modules: torch.nn.Module) -> Iterator[None]:
+    """Cancel checks before every block of ``modules`` (each item of each nn.ModuleList): the
+    video encoders run CLIP over every frame and Synchformer over every segment in one call,
+    which would otherwise finish seconds after the user pressed Cancel."""
+    if _module("comfy.model_management") is None:
+        yield
+        return
+    blocks = [b for m in modules for lst in m.modules() if isinstance(lst, torch.nn.ModuleList)
+              for b in lst]
+    handles = [b.register_forward_pre_hook(lambda *_: check_interrupt()) for b in blocks]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()

@@ -6,14 +6,25 @@ from pathlib import Path
 
 import torch
 
+import logging
+
 from nag_core.controlnet import load_controlnet
 from nag_core.errors import ConfigError
 from nag_core.mmaudio.tokenizer import VOCAB_NAMES
+from nag_core.smoke import is_smoke_file
 from nag_core.weights import (CLIP_FILE, NETWORK_FILES, SYNCHFORMER_FILE, VAE_FILES,
                               VOCODER_FILES, ModelFiles, classify, load_model_files)
 
 from . import host
+from .messages import HIDDEN, node_title, reported_as
 from .values import CATEGORY, CONTROLNET, FEATURES, MODEL, VIDEO, FoleyModel
+
+log = logging.getLogger("nag_foley")
+PARTS = ("network", "vae", "vocoder", "synchformer", "clip")
+# Every official file a loader combo may name, by its path inside models/mmaudio: where a
+# missing one comes from (the messages below and the workflows' properties.models use it).
+OFFICIAL_FILES = {f.relpath: f for f in [*NETWORK_FILES.values(), *VAE_FILES.values(),
+                                         *VOCODER_FILES.values(), SYNCHFORMER_FILE, CLIP_FILE]}
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -62,7 +73,35 @@ def _find_vocab(clip_path: Path) -> Path | None:
     return None  # load_tokenizer then tries an installed open_clip and explains what is missing
 
 
+def missing_files_message(chosen: dict) -> str | None:
+    """None when every chosen file is in the model folders, else one message that lists each
+    missing one with where it goes and where it comes from."""
+    present = set(host.list_model_files())
+    missing = [(part, name) for part, name in chosen.items() if name not in present]
+    if not missing:
+        return None
+    folder = host.model_folders()[0]
+    lines = []
+    for part, name in missing:
+        official = OFFICIAL_FILES.get(name)
+        source = f" ({official.size_hint}, {official.url})" if official else ""
+        lines.append(f"{part} {name!r}{source}")
+    return (f"{len(missing)} of the MMAudio files are not in {folder}: " + "; ".join(lines)
+            + f". Put them there under these names (python -m nag_core download --models "
+            f"{folder} fetches the small_16k set), then press R to refresh the lists.")
+
+
+def smoke_parts(paths: dict) -> list[str]:
+    """The parts whose file is still a smoke-test file (random weights: noise, never Foley)."""
+    return [part for part, path in paths.items() if is_smoke_file(path)]
+
+
+SMOKE_NOTE = ("smoke-test models loaded (random weights: {parts}): the audio is noise. Download "
+              "the real MMAudio weights (python -m nag_core download) for Foley.")
+
+
 class MMAudioLoader:
+    DISPLAY_NAME = "MMAudio Loader (NAG Foley)"
     DESCRIPTION = ("Loads an MMAudio model from models/mmaudio: the flow network, the VAE and "
                    "vocoder of the same mode (16k: v1-16.pth + best_netG.pt; 44k: v1-44.pth + "
                    "BigVGAN-v2), Synchformer and CLIP. Official .pth files and kijai's fp16 "
@@ -97,29 +136,54 @@ class MMAudioLoader:
                 "default": False, "label_on": "offload after each node",
                 "label_off": "keep on GPU",
                 "tooltip": "Move the model back to the CPU after each node that used it (saves "
-                           "GPU memory, costs a transfer per node)."}),
-        }}
+                           "GPU memory, costs a transfer per node). ComfyUI also unloads it "
+                           "when another model needs the room, and on Free model cache."}),
+        }, "hidden": dict(HIDDEN)}
 
-    def load(self, network, vae, vocoder, synchformer, clip, precision="auto", offload=False):
-        device = host.torch_device()
-        dtype = resolve_precision(precision, device)
-        paths = {k: Path(host.model_path(n)) for k, n in
-                 dict(network=network, vae=vae, vocoder=vocoder, synchformer=synchformer,
-                      clip=clip).items()}
-        config = paths["vocoder"].parent / "config.json"
-        files = ModelFiles(network=paths["network"], vae=paths["vae"], vocoder=paths["vocoder"],
-                           synchformer=paths["synchformer"], clip=paths["clip"],
-                           vocoder_config=config if config.is_file() else None,
-                           bpe_vocab=_find_vocab(paths["clip"]))
-        place = host.offload_device() if offload else device
-        model = load_model_files(files, device=place, dtype=dtype)
-        return (FoleyModel(model, device, bool(offload), {k: str(v) for k, v in paths.items()}),)
+    @classmethod
+    def VALIDATE_INPUTS(cls, network, vae, vocoder, synchformer, clip):
+        # Naming the file inputs replaces ComfyUI's "Value not in list: ... not in []" for an
+        # empty or incomplete models folder with a message that says which files go where.
+        return missing_files_message(dict(network=network, vae=vae, vocoder=vocoder,
+                                          synchformer=synchformer, clip=clip)) or True
+
+    def load(self, network, vae, vocoder, synchformer, clip, precision="auto", offload=False,
+             graph=None, node_id=None):
+        chosen = dict(network=network, vae=vae, vocoder=vocoder, synchformer=synchformer,
+                      clip=clip)
+        with reported_as(node_title(graph, node_id, self.DISPLAY_NAME)):
+            problem = missing_files_message(chosen)
+            if problem:
+                raise ConfigError(problem)
+            device = host.torch_device()
+            dtype = resolve_precision(precision, device)
+            paths = {k: Path(host.model_path(n)) for k, n in chosen.items()}
+            config = paths["vocoder"].parent / "config.json"
+            files = ModelFiles(network=paths["network"], vae=paths["vae"],
+                               vocoder=paths["vocoder"], synchformer=paths["synchformer"],
+                               clip=paths["clip"],
+                               vocoder_config=config if config.is_file() else None,
+                               bpe_vocab=_find_vocab(paths["clip"]))
+            model = load_model_files(files, device=host.placement(device, bool(offload)),
+                                     dtype=dtype)
+        smoke = smoke_parts(paths)
+        foley = FoleyModel(model, device, bool(offload), {k: str(v) for k, v in paths.items()},
+                           smoke=bool(smoke))
+        notes = [f"{model.variant}, {model.sample_rate} Hz, {str(dtype).replace('torch.', '')}"]
+        if smoke:
+            note = SMOKE_NOTE.format(parts=", ".join(smoke))
+            log.warning("NAG Foley: %s (%s)", note, paths["network"].parent)
+            notes.insert(0, note)
+        return {"ui": {"text": notes}, "result": (foley,)}
 
 
 class NAGControlNetLoader:
-    DESCRIPTION = ("Loads a NAG ControlNet (the audio-conditioned flow estimator of Negative "
-                   "Audio Guidance) for the given MMAudio. A ControlNet trained for another "
-                   "MMAudio variant is refused with both names.")
+    DISPLAY_NAME = "NAG ControlNet Loader (NAG Foley)"
+    DESCRIPTION = ("Optional. Loads a trained NAG ControlNet (the audio-conditioned flow "
+                   "estimator of Negative Audio Guidance) for the given MMAudio; connect it to a "
+                   "sampler's controlnet input and 'auto' runs NAG. No ControlNet is released "
+                   "with MMAudio: the samplers work without one. A ControlNet trained for "
+                   "another MMAudio variant is refused with both names.")
     CATEGORY = CATEGORY
     FUNCTION = "load"
     RETURN_TYPES = (CONTROLNET,)
@@ -132,15 +196,26 @@ class NAGControlNetLoader:
             "model": (MODEL, {"tooltip": "The MMAudio the ControlNet was trained for."}),
             "controlnet": combo("controlnet", "A NAG ControlNet .safetensors file in "
                                               "models/mmaudio."),
-        }}
+        }, "hidden": dict(HIDDEN)}
 
-    def load(self, model: FoleyModel, controlnet):
-        net = model.model
-        cn = load_controlnet(host.model_path(controlnet), net.network, base_variant=net.variant)
+    @classmethod
+    def VALIDATE_INPUTS(cls, controlnet):
+        if controlnet not in files_of_kind("controlnet"):
+            return (f"the ControlNet {controlnet!r} is not in {host.model_folders()[0]}: put a "
+                    "trained NAG ControlNet there (python -m nag_core train makes one), or "
+                    "delete this node; the samplers run without a ControlNet")
+        return True
+
+    def load(self, model: FoleyModel, controlnet, graph=None, node_id=None):
+        with reported_as(node_title(graph, node_id, self.DISPLAY_NAME)):
+            net = model.model
+            cn = load_controlnet(host.model_path(controlnet), net.network,
+                                 base_variant=net.variant)
         return (cn,)
 
 
 class EncodeVideo:
+    DISPLAY_NAME = "Encode Video (NAG Foley)"
     DESCRIPTION = ("Computes the CLIP and Synchformer features of a clip once. Connect its output "
                    "to every sampler of a chain: ComfyUI then encodes the video a single time.")
     CATEGORY = CATEGORY
@@ -154,13 +229,17 @@ class EncodeVideo:
         return {"required": {
             "model": (MODEL, {"tooltip": "The MMAudio whose CLIP and Synchformer encode the "
                                          "clip."}),
-            "video": (VIDEO, {"tooltip": "The clip from LoadVideo or VideoFromFrames."}),
-        }}
+            "video": (VIDEO, {"tooltip": "The clip from Load Video or Video From Frames."}),
+        }, "hidden": dict(HIDDEN)}
 
-    def encode(self, model: FoleyModel, video):
-        with model.active():
-            features = model.model.encode_video(video)
+    def encode(self, model: FoleyModel, video, graph=None, node_id=None):
+        mm = model.model
+        with reported_as(node_title(graph, node_id, self.DISPLAY_NAME)), model.active(), \
+                host.cancel_points(mm.clip, mm.synchformer):
+            features = mm.encode_video(video)
         keep = host.intermediate_device()
         features.clip_f = features.clip_f.to(keep)
         features.sync_f = features.sync_f.to(keep)
+        if features.tail_sync_f is not None:  # the last window of a long clip
+            features.tail_sync_f = features.tail_sync_f.to(keep)
         return (features,)

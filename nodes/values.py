@@ -32,6 +32,10 @@ CATEGORY = "audio/NAG Foley"
 # "sample_rate" and ignore them; they let the negative_prompt method find the earlier prompts.
 PROMPT_KEY = "nag_foley_prompt"  # on a sampler's track: the prompt that made it
 PROMPTS_KEY = "nag_foley_prompts"  # on MixAndNormalize's mix: the prompts of the tracks in it
+# On MixAndNormalize's mix: True. It is already the -20 LUFS composite, used as it is; any other
+# AUDIO given as a negative is loudness-normalised first.
+NORMALIZED_KEY = "nag_foley_normalized"
+SEEDS_KEY = "nag_foley_seeds"  # on a sampler's track: the seed of each take in the batch
 
 
 @dataclass(eq=False)
@@ -43,19 +47,16 @@ class FoleyModel:
     load_device: torch.device
     offload: bool
     files: dict
+    smoke: bool = False  # the smoke-test set (random weights): never real Foley
 
     @property
     def sample_rate(self) -> int:
         return self.model.sample_rate
 
     def active(self, *extra: torch.nn.Module):
-        """Context: the model (and ``extra`` modules, e.g. a ControlNet) on the load device."""
-        import contextlib
-        stack = contextlib.ExitStack()
-        back = host.offload_device() if self.offload else None
-        for module in (self.model, *extra):
-            stack.enter_context(host.model_on_device(module, self.load_device, back))
-        return stack
+        """Context: the model (and ``extra`` modules, e.g. a ControlNet) on the load device,
+        through ComfyUI's model management when it is there (see host.models_loaded)."""
+        return host.models_loaded((self.model, *extra), self.load_device, self.offload)
 
 
 @dataclass(frozen=True)
@@ -85,28 +86,61 @@ class Chain:
 
 
 def audio_dict(wave: torch.Tensor, sample_rate: int, **extra) -> dict:
-    """ComfyUI AUDIO from (samples,) or (channels, samples): waveform [1, C, T] float32 (CPU)."""
+    """ComfyUI AUDIO from (samples,), (channels, samples) or a batch (B, channels, samples):
+    waveform [B, C, T] float32 (CPU)."""
     w = wave.detach().float().cpu()
-    if w.dim() == 1:
+    while w.dim() < 3:
         w = w[None]
-    out = {"waveform": w[None].contiguous(), "sample_rate": int(sample_rate)}
+    out = {"waveform": w.contiguous(), "sample_rate": int(sample_rate)}
     out.update(extra)
     return out
 
 
-def track_from_audio(audio: dict, what: str = "audio") -> Track:
-    """The first batch item of a ComfyUI AUDIO dict as a Track (channels, samples)."""
+def _waveform(audio, what: str) -> torch.Tensor:
     if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
         raise ConfigError(f"{what} is not an AUDIO value (a dict with waveform and sample_rate)")
     wave = audio["waveform"]
     if not isinstance(wave, torch.Tensor) or wave.dim() not in (2, 3):
         raise MediaError(f"{what}: waveform must be [batch, channels, samples], got "
                          f"{tuple(getattr(wave, 'shape', ()))}")
-    if wave.dim() == 3:
-        wave = wave[0]
+    if wave.dim() == 2:
+        wave = wave[None]
     if wave.shape[-1] == 0:
         raise MediaError(f"{what} is empty (0 samples)")
-    return Track(wave.detach().float().cpu(), int(audio["sample_rate"]))
+    return wave
+
+
+def takes_in(audio: dict, what: str = "audio") -> int:
+    """How many tracks (batch items) an AUDIO value holds."""
+    return int(_waveform(audio, what).shape[0])
+
+
+def track_from_audio(audio: dict, what: str = "audio") -> Track:
+    """The one track of a ComfyUI AUDIO dict as a Track (channels, samples). An AUDIO batch of
+    several takes is refused: silently using the first would hide the others."""
+    wave = _waveform(audio, what)
+    if wave.shape[0] != 1:
+        raise MediaError(f"{what} holds {wave.shape[0]} takes (an AUDIO batch) where one track "
+                         "is meant: pick one with Select Take (NAG Foley)")
+    return Track(wave[0].detach().float().cpu(), int(audio["sample_rate"]))
+
+
+def select_take(audio: dict, index: int, what: str = "takes") -> dict:
+    """Take ``index`` (0-based) of an AUDIO batch, with this pack's extra keys carried over."""
+    wave = _waveform(audio, what)
+    if not 0 <= index < wave.shape[0]:
+        raise ConfigError(f"{what} has {wave.shape[0]} takes (0 to {wave.shape[0] - 1}); take "
+                          f"{index} does not exist")
+    out = {k: v for k, v in audio.items() if k not in ("waveform", SEEDS_KEY)}
+    out["waveform"] = wave[index:index + 1].contiguous()
+    seeds = audio.get(SEEDS_KEY)
+    if seeds is not None and len(seeds) == wave.shape[0]:
+        out[SEEDS_KEY] = (seeds[index],)
+    return out
+
+
+def is_normalized_mix(audio) -> bool:
+    return isinstance(audio, dict) and audio.get(NORMALIZED_KEY) is True
 
 
 def prompts_of(audio: Optional[dict]) -> Optional[tuple]:

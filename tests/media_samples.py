@@ -52,12 +52,15 @@ def read_index(frame_chw, src_w: int, src_h: int, kind: str) -> int:
 
 
 def make_video(path, times, width=64, height=48, *, codec="libx264", time_base=None, rate=None,
-               rotate_ccw=0, gop=12, audio_tone=None):
+               rotate_ccw=0, gop=12, audio_tone=None, codec_tag=None, sample_aspect_ratio=None,
+               options=None, pix_fmt=None):
     """Write frames i = 0..len(times)-1 at presentation times ``times`` (Fractions, seconds).
 
     rotate_ccw: the stored frames are the upright pattern turned clockwise by that angle and the
     display matrix says to turn them back (as phones do); width/height are the upright size.
     audio_tone: (freq_hz, sample_rate) adds a mono sine track of the video's length.
+    codec_tag ("hvc1"), sample_aspect_ratio (Fraction), options (encoder options) and pix_fmt
+    are handed to the encoder as given.
     """
     tb = time_base or Fraction(1, 1000)
     out = av.open(str(path), "w")
@@ -69,8 +72,16 @@ def make_video(path, times, width=64, height=48, *, codec="libx264", time_base=N
         "yuv420p" if codec in ("libx264", "mpeg4") else st.pix_fmt)
     st.time_base = tb
     st.codec_context.time_base = tb
+    if pix_fmt is not None:
+        st.pix_fmt = pix_fmt
     if codec == "libx264":
         st.options = {"crf": "12", "g": str(gop), "bf": "0"}
+    if options:
+        st.options = dict(options)
+    if codec_tag is not None:
+        st.codec_context.codec_tag = codec_tag
+    if sample_aspect_ratio is not None:
+        st.codec_context.sample_aspect_ratio = sample_aspect_ratio
     if rotate_ccw:
         st.set_display_rotation(rotate_ccw)
     ast = None

@@ -1,6 +1,9 @@
 """Helpers for the node tests: the pack imported the way ComfyUI imports it, a tiny model set and
-demo video in temporary ComfyUI-like folders, and a miniature executor with ComfyUI's caching
-rule (a node's cache key is its class, IS_CHANGED, constant inputs and its ancestors' keys)."""
+demo video in temporary ComfyUI-like folders (the models folder holds only the MMAudio smoke set,
+as a fresh install with the released weights holds only MMAudio's files: no ControlNet), the
+frontend's conversion of a UI workflow to the API format, and a miniature executor with
+ComfyUI's caching rule (a node's cache key is its class, IS_CHANGED, constant inputs and its
+ancestors' keys)."""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACK = "nag_foley_pack_under_test"
-CONTROLNET_FILE = "nag_controlnet_small_16k.safetensors"
+CONTROLNET_FILE = "nag_controlnet_small_16k.safetensors"  # only in controlnet_models()
 DEMO_VIDEO = "nag_foley_demo.mp4"
 DEMO_SECONDS = 2.0
 
@@ -40,18 +43,28 @@ def submodule(name: str):
 
 @functools.lru_cache(maxsize=None)
 def workspace() -> Path:
-    """A ComfyUI-like tree: models/mmaudio (16k smoke set + a ControlNet), input/ (demo video)
-    and output/. Made once per test process."""
+    """A ComfyUI-like tree: models/mmaudio (the 16k smoke set and nothing else), input/ (demo
+    video), output/ and temp/. Made once per test process."""
     root = Path(tempfile.mkdtemp(prefix="nagfoley_nodes_"))
     atexit.register(shutil.rmtree, root, ignore_errors=True)
     from nag_core.smoke import write_smoke_models
-    models = root / "models" / "mmaudio"
-    write_smoke_models(models)
-    write_controlnet(models / CONTROLNET_FILE, models)
-    (root / "input").mkdir()
-    (root / "output").mkdir()
+    write_smoke_models(root / "models" / "mmaudio")
+    for folder in ("input", "output", "temp"):
+        (root / folder).mkdir()
     write_demo_video(root / "input" / DEMO_VIDEO)
     return root
+
+
+@functools.lru_cache(maxsize=None)
+def controlnet_models() -> Path:
+    """A second models folder: the smoke set plus a ControlNet, for the tests of the optional
+    ControlNet path (the workspace's own folder never holds one)."""
+    folder = Path(tempfile.mkdtemp(prefix="nagfoley_cn_")) / "mmaudio"
+    atexit.register(shutil.rmtree, folder.parent, ignore_errors=True)
+    from nag_core.smoke import write_smoke_models
+    write_smoke_models(folder)
+    write_controlnet(folder / CONTROLNET_FILE, folder)
+    return folder
 
 
 def write_demo_video(path: Path, seconds: float = DEMO_SECONDS) -> Path:
@@ -80,7 +93,13 @@ def use_workspace(monkeypatch) -> Path:
     monkeypatch.setenv("NAGFOLEY_MODELS_DIR", str(root / "models" / "mmaudio"))
     monkeypatch.setenv("NAGFOLEY_INPUT_DIR", str(root / "input"))
     monkeypatch.setenv("NAGFOLEY_OUTPUT_DIR", str(root / "output"))
+    monkeypatch.setenv("NAGFOLEY_TEMP_DIR", str(root / "temp"))
     return root
+
+
+def result(value) -> tuple:
+    """A node's outputs, whether it returned a tuple or ``{"ui": ..., "result": ...}``."""
+    return tuple(value["result"]) if isinstance(value, dict) else tuple(value)
 
 
 MODEL_FILES = dict(network="mmaudio_small_16k.pth", vae="v1-16.pth", vocoder="best_netG.pt",
@@ -90,9 +109,11 @@ MODEL_FILES = dict(network="mmaudio_small_16k.pth", vae="v1-16.pth", vocoder="be
 
 @functools.lru_cache(maxsize=None)
 def _loaded():
+    from nag_core.controlnet import load_controlnet
     nodes = load_pack().NODE_CLASS_MAPPINGS
-    model = nodes["NAGFoley_MMAudioLoader"]().load(**MODEL_FILES, precision="auto")[0]
-    controlnet = nodes["NAGFoley_NAGControlNetLoader"]().load(model, CONTROLNET_FILE)[0]
+    model = result(nodes["NAGFoley_MMAudioLoader"]().load(**MODEL_FILES, precision="auto"))[0]
+    controlnet = load_controlnet(controlnet_models() / CONTROLNET_FILE, model.model.network,
+                                 base_variant=model.model.variant)
     clip = nodes["NAGFoley_LoadVideo"]().load(DEMO_VIDEO, 0.0, DEMO_SECONDS)[0]
     features = nodes["NAGFoley_EncodeVideo"]().encode(model, clip)[0]
     return model, controlnet, clip, features
@@ -113,6 +134,7 @@ class MiniComfy:
         self.mappings = mappings
         self.cache: dict = {}
         self.executed: list = []  # node ids run (not served from the cache), in order
+        self.ui: dict = {}  # node id -> the ui part of its last output
 
     def _key(self, prompt, nid, memo):
         if nid in memo:
@@ -123,11 +145,22 @@ class MiniComfy:
         linked = {k: (self._key(prompt, v[0], memo), v[1])
                   for k, v in node["inputs"].items() if isinstance(v, list)}
         changed = None
-        if hasattr(cls, "IS_CHANGED"):
-            changed = cls.IS_CHANGED(**consts, **{k: None for k in linked})
-        key = repr((node["class_type"], changed, sorted(consts.items()), sorted(linked.items())))
+        if hasattr(cls, "IS_CHANGED"):  # ComfyUI passes the hidden inputs to IS_CHANGED too
+            changed = cls.IS_CHANGED(**consts, **{k: None for k in linked},
+                                     **self._hidden(cls, prompt, nid))
+        # ComfyUI adds the node id to the key of a node with a hidden UNIQUE_ID
+        own = nid if "UNIQUE_ID" in cls.INPUT_TYPES().get("hidden", {}).values() else None
+        key = repr((node["class_type"], changed, own, sorted(consts.items()),
+                    sorted(linked.items())))
         memo[nid] = key
         return key
+
+    @staticmethod
+    def _hidden(cls, prompt, nid) -> dict:
+        """The hidden inputs ComfyUI fills in: the API prompt and the node's id."""
+        values = {"PROMPT": prompt, "UNIQUE_ID": nid}
+        return {name: values[kind] for name, kind in cls.INPUT_TYPES().get("hidden", {}).items()
+                if kind in values}
 
     def run(self, prompt: dict) -> dict:
         import torch
@@ -146,8 +179,10 @@ class MiniComfy:
                 kwargs = {k: (value(v[0])[v[1]] if isinstance(v, list) else v)
                           for k, v in node["inputs"].items()}
                 cls = self.mappings[node["class_type"]]
+                kwargs.update(self._hidden(cls, prompt, nid))
                 out = getattr(cls(), cls.FUNCTION)(**kwargs)
                 if isinstance(out, dict):
+                    self.ui[nid] = out.get("ui")
                     out = out.get("result", ())
                 self.cache[key] = tuple(out)
                 self.executed.append(nid)
@@ -161,13 +196,83 @@ class MiniComfy:
         return results
 
 
-def api_workflow(name: str, steps: int = 2) -> dict:
-    """An API workflow from workflows/api with fewer Euler steps (fast on the tiny models) and
-    core preview nodes removed (not part of the pack)."""
+FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
+WIDGET_KINDS = {"INT", "FLOAT", "STRING", "BOOLEAN"}
+UPLOAD_KEYS = ("image_upload", "video_upload", "audio_upload", "animated_image_upload")
+MUTED, BYPASSED = 2, 4
+
+
+def widget_slots(cls) -> list:
+    """Input name (or None for a position the frontend adds and never sends) per entry of a
+    node's widgets_values: the widgets in INPUT_TYPES order, a seed control after an INT named
+    seed/noise_seed or with control_after_generate, an upload button after the required inputs
+    of a node with a media-upload combo."""
+    out, upload = [], False
+    spec = cls.INPUT_TYPES()
+    for section in ("required", "optional"):
+        for name, s in spec.get(section, {}).items():
+            opts = s[1] if len(s) > 1 else {}
+            if opts.get("forceInput") or not (isinstance(s[0], list) or s[0] in WIDGET_KINDS):
+                continue
+            out.append(name)
+            if s[0] == "INT" and (opts.get("control_after_generate")
+                                  or (name in ("seed", "noise_seed")
+                                      and opts.get("control_after_generate") is not False)):
+                out.append(None)
+            upload |= section == "required" and any(opts.get(k) for k in UPLOAD_KEYS)
+        if section == "required" and upload:
+            out.append(None)
+    return out
+
+
+def ui_to_api(workflow: dict, mappings: dict) -> dict:
+    """The API prompt the frontend queues for a UI workflow (its graphToPrompt): frontend-only
+    and muted nodes dropped, widgets_values mapped to input names by position, links become
+    [source id, output slot]. Bypassed nodes pass each input through to the output of the same
+    type; a bypassed node here is an error, because no shipped workflow should hold one."""
+    links = {l[0]: l for l in workflow["links"]}
+    api = {}
+    for node in workflow["nodes"]:
+        if node["type"] in FRONTEND_ONLY or node.get("mode", 0) == MUTED:
+            continue
+        if node.get("mode", 0) == BYPASSED:
+            raise ValueError(f"node {node['id']} ({node['type']}) is bypassed")
+        cls = mappings[node["type"]]
+        slots = widget_slots(cls)
+        values = node.get("widgets_values", [])
+        if len(values) != len(slots):
+            raise ValueError(f"{node['type']}: {len(values)} widget values for "
+                             f"{len(slots)} widget positions")
+        inputs = {name: v for name, v in zip(slots, values) if name is not None}
+        for socket in node.get("inputs", []):
+            if socket.get("link") is None:
+                continue
+            _, src, slot, *_ = links[socket["link"]]
+            inputs[socket["name"]] = [str(src), slot]
+        # _meta.title is the node's title: its display name unless renamed on the canvas
+        title = node.get("title") or getattr(cls, "DISPLAY_NAME", node["type"])
+        api[str(node["id"])] = {"class_type": node["type"], "inputs": inputs,
+                                "_meta": {"title": title}}
+    return api
+
+
+def shipped_workflows() -> dict:
+    """name -> (UI workflow, API workflow), exactly as in workflows/ and workflows/api."""
     import json
-    prompt = json.loads((ROOT / "workflows" / "api" / f"{name}.json").read_text())
-    prompt = {k: v for k, v in prompt.items() if v["class_type"].startswith("NAGFoley_")}
+    folder = ROOT / "workflows"
+    out = {}
+    for path in sorted(folder.glob("*.json")):
+        api = folder / "api" / path.name
+        out[path.stem] = (json.loads(path.read_text()), json.loads(api.read_text()))
+    if not out:
+        raise FileNotFoundError(f"no workflows in {folder}")
+    return out
+
+
+def api_workflow(name: str, steps: int = 2) -> dict:
+    """A shipped API workflow with fewer Euler steps (for tests that edit and re-run it)."""
+    prompt = copy.deepcopy(shipped_workflows()[name][1])
     for node in prompt.values():
         if "steps" in node["inputs"]:
             node["inputs"]["steps"] = steps
-    return copy.deepcopy(prompt)
+    return prompt

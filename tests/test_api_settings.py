@@ -108,7 +108,8 @@ def test_takes_are_one_batched_call_and_take_i_is_the_single_run_of_seed_plus_i(
     calls = []
     original = net.predict_flow
     monkeypatch.setattr(net, "predict_flow",
-                        lambda *a, **k: calls.append(a[0].shape[0]) or original(*a, **k))
+                        # the branch rows (the conditions); the latent's takes go in once
+                        lambda *a, **k: calls.append(a[2].batch_size) or original(*a, **k))
     takes, steps = 3, 2
     session = FoleySession(world_model, None, duration=DURATION)
     first = session.add_step("ball bounces", seed=5, steps=steps)

@@ -98,7 +98,7 @@ def test_no_module_renames_a_file_by_itself():
     offenders = []
     checked = 0
     for path in root.rglob("*.py"):
-        if path.name == "atomic.py":
+        if path.name in ("atomic.py", "run_folder.py"):  # run_folder renames whole folders
             continue
         checked += 1
         text = path.read_text(encoding="utf-8")

@@ -18,6 +18,7 @@ SCRIPTS = {
     "naive_cfg.py": ["ours_cfg_over_naive_cfg"],
     "memory.py": ["peak_memory_nag_over_cfg", "working_memory_nag_over_cfg"],
     "chain.py": ["chain_over_parts", "last_step_over_step2"],
+    "resize.py": ["resize_torch_over_matmul"],
 }
 
 

@@ -33,3 +33,23 @@ def test_truncated_and_empty_files_say_download_again(tmp_path):
         read_state_dict(empty)
     with pytest.raises(WeightsError, match="not found"):
         read_state_dict(tmp_path / "missing.pth")
+
+
+def test_an_unreadable_file_or_a_folder_is_named_for_what_it_is(tmp_path, monkeypatch):
+    import pathlib
+    locked = tmp_path / "locked.pth"
+    write_torch({"a": torch.ones(2)}, locked)
+    real_stat = pathlib.Path.stat
+
+    def stat_refused(self, *a, **k):
+        if self == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_stat(self, *a, **k)
+    monkeypatch.setattr(pathlib.Path, "stat", stat_refused)  # tests may run as root
+    with pytest.raises(WeightsError, match="permission denied") as e:
+        read_state_dict(locked)
+    assert "not found" not in str(e.value)
+    monkeypatch.undo()
+    (tmp_path / "dir.pth").mkdir()
+    with pytest.raises(WeightsError, match="is a folder"):
+        read_state_dict(tmp_path / "dir.pth")

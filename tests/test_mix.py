@@ -198,3 +198,66 @@ def test_composite_is_not_a_renormalised_running_mix():
     assert torch.allclose(direct.wave, right, atol=1e-6)
     assert meter(running.wave, 16000) == pytest.approx(-20.0, abs=0.1)  # both are at −20 LUFS...
     assert meter(direct.wave, 16000) == pytest.approx(-20.0, abs=0.1)   # ...but differ in balance
+
+
+# --------------------------------------------------------------------------- true-peak ceiling
+def clicks(rate, seconds=2.0, level=1e-3, every=0.25):
+    """Quiet noise with single-sample clicks: at −20 LUFS the clicks would go far above full
+    scale (like the demo's −60 LUFS tracks with clicks)."""
+    wave = noise(seconds, rate, level, seed=3)
+    for i in range(int(seconds / every)):
+        wave[0, int((i + 0.5) * every * rate)] = 0.5
+    return wave
+
+
+@pytest.mark.parametrize("rate", [16000, 44100])
+def test_the_composite_keeps_its_true_peak_under_the_ceiling_and_says_so(rate):
+    track = Track(clicks(rate), rate)
+    free = mix.loudness_normalize(track)  # no ceiling: what a conditioning mix is
+    assert float(free.wave.abs().max()) > 1.0 and free.target_met
+    out = mix.composite([track])
+    ceiling = mix.TRUE_PEAK_CEILING_DB
+    # Independent true peak: 8x oversampling (finer than the 4x the module uses).
+    up = resample(out.wave, rate, 8 * rate)
+    measured_tp = 20 * math.log10(max(float(up.abs().max()), float(out.wave.abs().max())))
+    assert measured_tp <= ceiling + 0.1
+    assert out.true_peak_db == pytest.approx(ceiling, abs=1e-6)
+    assert not out.target_met and out.ceiling_db == ceiling
+    reached = meter(out.wave, rate)
+    assert reached < -20.0 - 1.0  # the loudness given up for the peak...
+    assert out.ceiling_reduction_db == pytest.approx(-20.0 - reached, abs=0.1)  # ...recorded
+    assert "LUFS not reached" in out.note and f"{ceiling:g} dBTP" in out.note
+    # A linear gain: the shape of the sound is untouched (no limiter).
+    assert torch.allclose(out.wave, track.wave * 10 ** (out.gain_db / 20), rtol=1e-5, atol=1e-9)
+
+
+def test_a_mix_with_headroom_meets_the_target_exactly():
+    rate = 16000
+    out = mix.composite(three_tracks())
+    assert out.target_met and out.note == "" and out.ceiling_reduction_db == 0.0
+    assert out.true_peak_db <= mix.TRUE_PEAK_CEILING_DB
+    assert meter(out.wave, rate) == pytest.approx(-20.0, abs=0.1)
+
+
+def test_true_peak_sees_an_inter_sample_peak():
+    """A full-scale sine at a quarter of the rate sampled at 45°: every sample is at 0.707,
+    the waveform between them reaches 1.0 (+3 dB over the sample peak)."""
+    rate = 16000
+    n = torch.arange(rate, dtype=torch.float64)
+    wave = torch.sin(2 * math.pi * n / 4 + math.pi / 4)[None].float()
+    assert float(wave.abs().max()) == pytest.approx(math.sqrt(0.5), abs=1e-6)
+    assert mix.true_peak_db(wave, rate) == pytest.approx(0.0, abs=0.2)
+
+
+def test_float_wav_is_written_unclamped_and_pcm16_clipped(tmp_path):
+    import av
+    from nag_core.media.audio import write_audio
+    wave = torch.tensor([[0.0, 1.5, -2.0, 0.25]]).repeat(1, 400)
+
+    def read(path):
+        with av.open(str(path)) as f:
+            return np.concatenate([fr.to_ndarray().reshape(-1) for fr in f.decode(audio=0)])
+    flt = read(write_audio(tmp_path / "f.wav", wave, 16000, encoding="float"))
+    assert flt.max() == pytest.approx(1.5) and flt.min() == pytest.approx(-2.0)
+    pcm = read(write_audio(tmp_path / "p.wav", wave, 16000, encoding="pcm16"))
+    assert pcm.max() == 32767 and pcm.min() == -32767

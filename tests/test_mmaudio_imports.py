@@ -98,3 +98,32 @@ def test_generation_and_node_pack_work_without_torchvision(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.strip().splitlines()[-1] == "OK []"
+
+
+META = textwrap.dedent('''
+    import sys
+    import torch
+    from nag_core.mmaudio.network import MMAudioNetwork
+    from nag_core.mmaudio.variants import VARIANTS
+    from nag_core.smoke import write_smoke_models
+    from nag_core.weights import find_model_files, load_model_files
+
+    for config in VARIANTS.values():
+        with torch.device("meta"):
+            net = MMAudioNetwork(config)
+        assert net.latent_rot.is_meta and net.t_embed.freqs.is_meta and net.sync_index.is_meta
+    write_smoke_models("models")
+    model = load_model_files(find_model_files("models", "small_16k"))
+    assert not model.network.latent_rot.is_meta
+    print("LOADED", sorted(m for m in ("torch._dynamo", "sympy") if m in sys.modules))
+''')
+
+
+def test_meta_device_build_and_loading_import_neither_dynamo_nor_sympy(tmp_path):
+    # torch's meta arange/randn run Python references that import torch._dynamo and sympy
+    # (about 800 modules and 1 s per process): the tables are built on the CPU instead.
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    run = subprocess.run([sys.executable, "-c", META], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip().splitlines()[-1] == "LOADED []"

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from nag_core.controlnet import controlnet_flow
+from nag_core.errors import ConfigError
 from nag_core.generation import nag_velocity, sample_cfg, sample_nag, sample_negative_prompt
 from nag_core.mmaudio.network import Conditions
 from nag_core.sampling import euler
@@ -29,7 +30,7 @@ def _count_calls(net, monkeypatch):
     original = net.predict_flow
 
     def counted(*args, **kwargs):
-        calls.append(args[0].shape[0])
+        calls.append((args[0].shape[0], args[2].batch_size))  # (latent rows, branch rows)
         return original(*args, **kwargs)
 
     monkeypatch.setattr(net, "predict_flow", counted)
@@ -42,10 +43,11 @@ def test_one_network_call_per_step(setup, monkeypatch):
     cn = controlnet(net, nonzero=True)
     calls = _count_calls(net, monkeypatch)
     sample_nag(net, cn, cond, empty, ctrl, xc, x0, STEPS, ALPHA, BETA)
-    assert calls == [3 * B] * STEPS
+    # one call per step over 3 branches that share the B latent rows (passed once)
+    assert calls == [(B, 3 * B)] * STEPS
     calls.clear()
     sample_cfg(net, cond, empty, x0, STEPS, ALPHA)
-    assert calls == [2 * B] * STEPS
+    assert calls == [(B, 2 * B)] * STEPS
 
 
 @torch.no_grad()
@@ -160,3 +162,35 @@ def test_cfg_sampling_builds_no_graph_with_a_trainable_base():
     x0 = latent(net, 1, 20)
     assert not sample_cfg(net, cond, empty, x0, 2, ALPHA).requires_grad
     assert not sample_negative_prompt(net, cond, empty, x0, 2, ALPHA).requires_grad
+
+
+@torch.no_grad()
+def test_shared_latent_projects_once_and_equals_the_repeated_latent(setup):
+    net, cond, empty, ctrl, _, xc = setup
+    cn = controlnet(net, nonzero=True)
+    x = latent(net, B, 31)
+    stacked = Conditions.cat([empty, cond, ctrl])
+    hook = cn.hook(xc, slice(2 * B, 3 * B))
+    rows_seen = {"audio_input_proj": [], "t_embed": []}
+    handles = [getattr(net, name).register_forward_hook(
+        lambda m, args, out, name=name: rows_seen[name].append(args[0].shape[0]))
+        for name in rows_seen]
+    try:
+        shared = net.predict_flow(x, torch.full((B,), 0.4), stacked, control=hook)
+    finally:
+        for h in handles:
+            h.remove()
+    # what depends only on x_t and t ran on the B latent rows, not on the 3B branch rows
+    assert rows_seen == {"audio_input_proj": [B], "t_embed": [B]}
+    repeated = net.predict_flow(x.repeat(3, 1, 1), torch.full((3 * B,), 0.4), stacked,
+                                control=hook)
+    assert shared.shape == repeated.shape == (3 * B, *x.shape[1:])
+    torch.testing.assert_close(shared, repeated, rtol=0, atol=1e-5)
+
+
+def test_latent_batch_must_divide_the_branch_rows(setup):
+    net, cond, empty, _, _, _ = setup
+    stacked = Conditions.cat([empty, cond])  # 2B rows
+    odd = 2 * B + 1  # divides neither 2B nor B
+    with pytest.raises(ConfigError, match=rf"conditions have batch {2 * B}, latent has {odd}"):
+        net.predict_flow(latent(net, odd, 32), torch.tensor(0.5), stacked)

@@ -64,16 +64,16 @@ def mixture_velocity(x: torch.Tensor, t: torch.Tensor, weights) -> torch.Tensor:
 
 
 def make_network(branch_weights, calls: list):
-    """A fake network over stacked branches: rows [i·B, (i+1)·B) carry branch i's condition.
+    """A fake network over stacked branches sharing the latent x (B rows): output rows
+    [i·B, (i+1)·B) carry branch i's condition; ``calls`` records the rows it returned.
 
-    Each branch is evaluated on its own contiguous chunk, so a branch's output does not depend on
-    how many branches are stacked beside it (the β = 0 check below needs that)."""
+    Each branch is evaluated on its own, so a branch's output does not depend on how many
+    branches are stacked beside it (the β = 0 check below needs that)."""
 
-    def flow(xs, ts):
-        calls.append(xs.shape[0])
-        b = xs.shape[0] // len(branch_weights)
-        return torch.cat([mixture_velocity(xs[i * b:(i + 1) * b], ts[i * b:(i + 1) * b], w)
-                          for i, w in enumerate(branch_weights)])
+    def flow(x, ts):
+        out = torch.cat([mixture_velocity(x, ts, w) for w in branch_weights])
+        calls.append(out.shape[0])
+        return out
 
     return flow
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from nodes_support import (CONTROLNET_FILE, DEMO_SECONDS, DEMO_VIDEO, MODEL_FILES, ROOT,
-                           load_pack, loaded, submodule, use_workspace, write_controlnet)
+                           controlnet_models, load_pack, loaded, result, submodule, use_workspace,
+                           write_controlnet)
 
 # Core node ids: a custom id equal to one of them is silently dropped by ComfyUI.
 CORE_IDS = {"LoadVideo", "LoadAudio", "SaveAudio", "PreviewAudio", "SaveAudioMP3", "SaveAudioOpus",
@@ -32,7 +33,8 @@ def sample(monkeypatch, prompt="a ball bounces", **kw):
     model, controlnet, _, features = loaded(monkeypatch)
     settings = dict(method="nag", alpha=4.5, beta=1.5, steps=3, seed=1)
     settings.update(kw)
-    return nodes()["NAGFoley_NAGSampler"]().sample(model, features, prompt, **settings)[0]
+    return result(nodes()["NAGFoley_NAGSampler"]().sample(model, features, prompt,
+                                                          **settings))[0]
 
 
 # ----------------------------------------------------------------------------- the package
@@ -139,6 +141,9 @@ def test_loader_combos_are_filtered_by_kind(monkeypatch):
         assert spec[kind][0] == [name], kind
         assert spec[kind][1]["default"] == name
     cn = nodes()["NAGFoley_NAGControlNetLoader"].INPUT_TYPES()["required"]["controlnet"][0]
+    assert cn == []  # a fresh install has no ControlNet
+    monkeypatch.setenv("NAGFOLEY_MODELS_DIR", str(controlnet_models()))
+    cn = nodes()["NAGFoley_NAGControlNetLoader"].INPUT_TYPES()["required"]["controlnet"][0]
     assert cn == [CONTROLNET_FILE]
 
 
@@ -172,7 +177,7 @@ def test_kijai_fp16_safetensors_conversions_load(monkeypatch, tmp_path):
     spec = nodes()["NAGFoley_MMAudioLoader"].INPUT_TYPES()["required"]
     for kind, name in names.items():
         assert spec[kind][0] == [name], kind
-    fp16 = nodes()["NAGFoley_MMAudioLoader"]().load(**names, precision="fp32")[0]
+    fp16 = result(nodes()["NAGFoley_MMAudioLoader"]().load(**names, precision="fp32"))[0]
     original, _, clip, features = loaded(monkeypatch)
     assert fp16.sample_rate == 16000
     again = nodes()["NAGFoley_EncodeVideo"]().encode(fp16, clip)[0]
@@ -206,10 +211,11 @@ def test_44k_model_outputs_44100(monkeypatch, tmp_path):
     assert spec["vocoder"][1]["default"] == ("nvidia/bigvgan_v2_44khz_128band_512x/"
                                              "bigvgan_generator.pt")
     picks = {k: v[1]["default"] for k, v in spec.items() if k in MODEL_FILES}
-    model = nodes()["NAGFoley_MMAudioLoader"]().load(**picks)[0]
+    model = result(nodes()["NAGFoley_MMAudioLoader"]().load(**picks))[0]
     clip = nodes()["NAGFoley_LoadVideo"]().load(DEMO_VIDEO, 0.0, 1.0)[0]
     feats = nodes()["NAGFoley_EncodeVideo"]().encode(model, clip)[0]
-    audio = nodes()["NAGFoley_NAGSampler"]().sample(model, feats, "rain", steps=2, seed=3)[0]
+    audio = result(nodes()["NAGFoley_NAGSampler"]().sample(model, feats, "rain", steps=2,
+                                                            seed=3))[0]
     assert audio["sample_rate"] == 44100
     assert audio["waveform"].shape == (1, 1, 44100)
     assert root.exists()
@@ -290,7 +296,7 @@ def test_progress_reaches_every_euler_step(monkeypatch):
 def test_step_k_conditions_on_the_mix_and_methods_differ(monkeypatch):
     mix_node = nodes()["NAGFoley_MixAndNormalize"]()
     first = sample(monkeypatch, "a ball bounces", seed=1)
-    chain, mix = mix_node.mix(first, 0.0)
+    chain, mix = result(mix_node.mix(first, 0.0))
     outs = {m: sample(monkeypatch, "rain", seed=2, method=m, negative_audio=mix,
                       controlnet=loaded(monkeypatch)[1])["waveform"]
             for m in ("nag", "negative_prompt", "independent")}
@@ -303,21 +309,24 @@ def test_step_k_conditions_on_the_mix_and_methods_differ(monkeypatch):
 def test_nag_without_controlnet_says_what_to_do(monkeypatch):
     from nag_core.errors import ConfigError
     first = sample(monkeypatch)
-    mix = nodes()["NAGFoley_MixAndNormalize"]().mix(first, 0.0)[1]
+    mix = result(nodes()["NAGFoley_MixAndNormalize"]().mix(first, 0.0))[1]
     model, _, _, features = loaded(monkeypatch)
-    with pytest.raises(ConfigError, match="ControlNet"):
-        nodes()["NAGFoley_NAGSampler"]().sample(model, features, "rain", steps=2,
-                                                method="nag", negative_audio=mix)
+    with pytest.raises(ConfigError, match="^Step 2: NAG Sampler \\(NAG Foley\\): method 'nag' "
+                                          "needs a NAG ControlNet: connect a NAG ControlNet "
+                                          "Loader") as e:
+        nodes()["NAGFoley_NAGSampler"]().sample(model, features, "rain", method="nag", steps=2,
+                                                negative_audio=mix)
+    assert "--controlnet" not in str(e.value)
     # the default, auto, is the training-free method when no ControlNet is connected
-    auto = nodes()["NAGFoley_NAGSampler"]().sample(model, features, "rain", steps=2,
-                                                   negative_audio=mix)[0]
+    auto = result(nodes()["NAGFoley_NAGSampler"]().sample(model, features, "rain", steps=2,
+                                                          negative_audio=mix))[0]
     assert torch.isfinite(auto["waveform"]).all()
 
 
 def test_negative_prompt_needs_the_earlier_prompts(monkeypatch):
     from nag_core.errors import ConfigError
     first = sample(monkeypatch, "a ball bounces")
-    mix = nodes()["NAGFoley_MixAndNormalize"]().mix(first, 0.0)[1]
+    mix = result(nodes()["NAGFoley_MixAndNormalize"]().mix(first, 0.0))[1]
     assert mix["nag_foley_prompts"] == ("a ball bounces",)
     foreign = {"waveform": mix["waveform"], "sample_rate": mix["sample_rate"]}
     with pytest.raises(ConfigError, match="earlier prompts"):
@@ -340,7 +349,7 @@ def test_node_chain_equals_the_python_session(monkeypatch):
         track = sample(monkeypatch, p, seed=k, negative_audio=mix,
                        controlnet=controlnet if mix is not None else None)
         waves.append(track["waveform"][0, 0])
-        chain, mix = nodes()["NAGFoley_MixAndNormalize"]().mix(track, 0.0, chain)
+        chain, mix = result(nodes()["NAGFoley_MixAndNormalize"]().mix(track, 0.0, chain))
     session = FoleySession(model.model, clip, controlnet=controlnet)
     for k, p in enumerate(prompts, start=1):
         session.add_step(p, seed=k, steps=3, method="nag")
@@ -355,8 +364,8 @@ def test_mix_and_normalize_never_mutates_its_input_chain(monkeypatch):
     node = nodes()["NAGFoley_MixAndNormalize"]()
     a = {"waveform": 0.1 * torch.randn(1, 1, 16000), "sample_rate": 16000}
     b = {"waveform": 0.3 * torch.randn(1, 2, 22050), "sample_rate": 44100}
-    chain1, mix1 = node.mix(a, -3.0)
-    chain2, mix2 = node.mix(b, 2.0, chain1)
+    chain1, mix1 = result(node.mix(a, -3.0))
+    chain2, mix2 = result(node.mix(b, 2.0, chain1))
     assert len(chain1) == 1 and len(chain2) == 2 and chain2 is not chain1
     expected = composite([Track(a["waveform"][0], 16000), Track(b["waveform"][0], 44100)],
                          [-3.0, 2.0])
@@ -372,7 +381,7 @@ def test_save_stems_numbers_files_and_stems_add_up(monkeypatch):
     node = nodes()["NAGFoley_MixAndNormalize"]()
     a = {"waveform": 0.05 * torch.randn(1, 1, 8000), "sample_rate": 16000}
     b = {"waveform": 0.05 * torch.randn(1, 1, 8000), "sample_rate": 16000}
-    chain = node.mix(b, -6.0, node.mix(a, 0.0)[0])[0]
+    chain = result(node.mix(b, -6.0, result(node.mix(a, 0.0))[0]))[0]
     save = nodes()["NAGFoley_SaveStems"]()
     first = save.save(chain, "stemtest/run", "wav 32-bit float", "as mixed")["ui"]["audio"]
     second = save.save(chain, "stemtest/run", "flac", "raw")["ui"]["audio"]
@@ -384,21 +393,49 @@ def test_save_stems_numbers_files_and_stems_add_up(monkeypatch):
     torch.testing.assert_close(s1 + s2, mix, atol=1e-5, rtol=0)
 
 
-def test_save_video_with_audio_muxes_a_copy(monkeypatch):
+def _streams(path):
     import av
+    from fractions import Fraction
+    with av.open(str(path)) as f:
+        v = f.streams.video[0]
+        origin = Fraction(f.start_time or 0, 1_000_000)  # the container's time 0
+        times = [Fraction(fr.pts) * v.time_base - origin for fr in f.decode(v)]
+        if not f.streams.audio:
+            return times, 0, None, 0, len(f.streams.video)
+        f.seek(0)
+        a = f.streams.audio[0]
+        samples = sum(fr.samples for fr in f.decode(a))
+        return times, samples, a.rate, len(f.streams.audio), len(f.streams.video)
+
+
+def test_save_video_with_audio_writes_the_scored_clip_or_the_whole_video(monkeypatch):
+    from nag_core.media import decode_video
     root = use_workspace(monkeypatch)
-    _, _, clip, _ = loaded(monkeypatch)
-    audio = {"waveform": 0.1 * torch.randn(1, 1, 32000), "sample_rate": 16000}
-    ui = nodes()["NAGFoley_SaveVideoWithAudio"]().save(clip, audio, "vidtest/out")["ui"]
+    src = root / "input" / DEMO_VIDEO
+    whole, *_ = _streams(src)
+    start, duration = 0.4, 1.0
+    clip = decode_video(src, start, duration)
+    audio = {"waveform": 0.1 * torch.randn(1, 1, 16000), "sample_rate": 16000}
+    node = nodes()["NAGFoley_SaveVideoWithAudio"]()
+    ui = node.save(clip, audio, "vidtest/out")["ui"]
     name = ui["images"][0]["filename"]
     assert name == "out_00001_.mp4"
-    with av.open(str(root / "output" / "vidtest" / name)) as f:
-        assert len(f.streams.audio) == 1 and len(f.streams.video) == 1
-    frames = nodes()["NAGFoley_VideoFromFrames"]().convert(25.0, 0.0, 1.0,
-                                                           images=torch.rand(30, 16, 16, 3))[0]
+    times, samples, rate, n_audio, n_video = _streams(root / "output" / "vidtest" / name)
+    assert n_audio == 1 and n_video == 1
+    from fractions import Fraction
+    lo, hi = Fraction(repr(start)), Fraction(repr(start)) + Fraction(repr(duration))
+    in_clip = [t for t in whole if lo <= t < hi]  # the exact seconds the user typed
+    assert in_clip and len(times) == len(in_clip)  # exactly the frames of the clip
+    assert float(times[0]) == pytest.approx(0.0, abs=1e-3)
+    assert samples / rate == pytest.approx(duration, abs=0.07)  # AAC frames of 1024 samples
+    ui = node.save(clip, audio, "vidtest/out", keep="whole video")["ui"]
+    times, *_ = _streams(root / "output" / "vidtest" / ui["images"][0]["filename"])
+    assert len(times) == len(whole)  # the whole source, picture copied
+    frames = result(nodes()["NAGFoley_VideoFromFrames"]().convert(
+        25.0, 0.0, 1.0, images=torch.rand(30, 16, 16, 3)))[0]
     from nag_core.errors import ConfigError
     with pytest.raises(ConfigError, match="CreateVideo"):
-        nodes()["NAGFoley_SaveVideoWithAudio"]().save(frames, audio, "vidtest/out")
+        node.save(frames, audio, "vidtest/out")
 
 
 def test_comfyui_services_are_used_when_present(monkeypatch):
@@ -466,7 +503,7 @@ def test_only_the_nag_method_moves_the_controlnet(monkeypatch):
     host = submodule("host")
     model, controlnet, _, _ = loaded(monkeypatch)
     first = sample(monkeypatch)
-    mix = nodes()["NAGFoley_MixAndNormalize"]().mix(first, 0.0)[1]
+    mix = result(nodes()["NAGFoley_MixAndNormalize"]().mix(first, 0.0))[1]
     original = host.model_on_device
     moved = []
 
@@ -482,3 +519,277 @@ def test_only_the_nag_method_moves_the_controlnet(monkeypatch):
     moved.clear()
     sample(monkeypatch, "rain", method="nag", negative_audio=mix, controlnet=controlnet, steps=2)
     assert any(m is controlnet for m in moved)
+
+
+# ----------------------------------------------------------------------------- graph wording
+def test_every_display_name_says_it_is_nag_foley():
+    names = load_pack().NODE_DISPLAY_NAME_MAPPINGS
+    assert len(names) == len(nodes())
+    assert all(n.endswith(" (NAG Foley)") for n in names.values()), names
+
+
+def test_errors_name_the_node_title_and_the_step_before_anything_loads(monkeypatch):
+    """An empty prompt at step 3 fails with the title from the graph, before the model moves."""
+    from nag_core.errors import ConfigError
+    host = submodule("host")
+    model, _, _, features = loaded(monkeypatch)
+    mix_node = nodes()["NAGFoley_MixAndNormalize"]()
+    chain, mix = result(mix_node.mix(sample(monkeypatch, "a ball bounces"), 0.0))
+    chain, mix = result(mix_node.mix(sample(monkeypatch, "a beep", method="auto",
+                                            negative_audio=mix), 0.0, chain))
+    moved = []
+    monkeypatch.setattr(host, "models_loaded", lambda *a, **k: moved.append(a))
+    graph = {"7": {"class_type": "NAGFoley_NAGSampler", "_meta": {"title": "Rain layer"}}}
+    with pytest.raises(ConfigError, match=r"^Step 3: Rain layer: the prompt is empty"):
+        nodes()["NAGFoley_NAGSampler"]().sample(model, features, "  ", negative_audio=mix,
+                                                graph=graph, node_id="7")
+    graph["7"]["_meta"]["title"] = "Step 3: NAG Sampler"
+    with pytest.raises(ConfigError, match=r"^Step 3: NAG Sampler: the prompt is empty"):
+        nodes()["NAGFoley_NAGSampler"]().sample(model, features, "", negative_audio=mix,
+                                                graph=graph, node_id="7")
+    assert moved == []
+
+
+def test_the_seed_control_is_set_to_fixed_by_the_web_extension():
+    init = (ROOT / "__init__.py").read_text()
+    assert 'WEB_DIRECTORY = "./web"' in init
+    js = (ROOT / "web" / "nag_foley.js").read_text()
+    assert 'control.value = "fixed"' in js and "NAGSampler" in js
+
+
+# ----------------------------------------------------------------------------- takes and batches
+def test_an_audio_batch_where_one_track_is_meant_is_refused(monkeypatch):
+    from nag_core.errors import MediaError
+    two = {"waveform": 0.1 * torch.randn(2, 1, 8000), "sample_rate": 16000}
+    with pytest.raises(MediaError, match="holds 2 takes .* pick one with Select Take"):
+        nodes()["NAGFoley_MixAndNormalize"]().mix(two, 0.0)
+    model, _, _, features = loaded(monkeypatch)
+    with pytest.raises(MediaError, match="^Step 2: NAG Sampler .*negative_audio holds 2 takes"):
+        nodes()["NAGFoley_NAGSampler"]().sample(model, features, "rain", steps=2,
+                                                negative_audio=two)
+
+
+def test_select_take_picks_one_take_with_its_seed():
+    from nag_core.errors import ConfigError
+    waves = torch.stack([torch.full((1, 100), float(i)) for i in range(3)])
+    takes = {"waveform": waves, "sample_rate": 16000, "nag_foley_prompt": "rain",
+             "nag_foley_seeds": (5, 6, 7)}
+    node = nodes()["NAGFoley_SelectTake"]()
+    picked = node.select(takes, 2)[0]
+    assert picked["waveform"].shape == (1, 1, 100) and picked["waveform"].unique().item() == 1.0
+    assert picked["nag_foley_seeds"] == (6,) and picked["nag_foley_prompt"] == "rain"
+    assert takes["waveform"].shape[0] == 3  # the input is untouched
+    with pytest.raises(ConfigError, match="take 4 does not exist: the sampler made 3 takes"):
+        node.select(takes, 4)
+
+
+def test_a_normalized_mix_is_marked_not_inferred_from_its_prompts(monkeypatch):
+    """MixAndNormalize's mix is used as given; an AUDIO that merely carries prompts (e.g. edited
+    by another pack) is loudness-normalised like any other negative."""
+    sampler_node = submodule("sampler_node")
+    a = {"waveform": 0.01 * torch.randn(1, 1, 16000), "sample_rate": 16000}
+    mix = result(nodes()["NAGFoley_MixAndNormalize"]().mix(a, 0.0))[1]
+    assert mix["nag_foley_normalized"] is True
+    as_given = sampler_node.conditioning_mix(mix)
+    assert torch.equal(as_given.wave, mix["waveform"][0])
+    quiet = dict(mix, waveform=mix["waveform"] * 0.1)
+    del quiet["nag_foley_normalized"]
+    renormalized = sampler_node.conditioning_mix(quiet)
+    torch.testing.assert_close(renormalized.wave, mix["waveform"][0], atol=1e-4, rtol=1e-3)
+    assert not torch.equal(renormalized.wave, quiet["waveform"][0])
+
+
+# ----------------------------------------------------------------------------- previews
+def test_sampler_mix_and_stems_show_players_for_what_they_made(monkeypatch):
+    from nag_core.media import read_audio
+    root = use_workspace(monkeypatch)
+    model, _, _, features = loaded(monkeypatch)
+    out = nodes()["NAGFoley_NAGSampler"]().sample(model, features, "rain", steps=2, seed=4)
+    track = out["result"][0]
+    entries = out["ui"]["audio"]
+    assert len(entries) == track["waveform"].shape[0] == 1
+    assert entries[0]["type"] == "temp"
+    heard, rate = read_audio(root / "temp" / entries[0]["filename"], mono=False)
+    assert rate == 16000 and heard.shape[-1] == track["waveform"].shape[-1]
+    mixed = nodes()["NAGFoley_MixAndNormalize"]().mix(track, 0.0)
+    assert len(mixed["ui"]["audio"]) == 1
+    assert (root / "temp" / mixed["ui"]["audio"][0]["filename"]).is_file()
+
+
+# ----------------------------------------------------------------------------- weights
+def test_an_empty_models_folder_says_which_files_go_where(monkeypatch, tmp_path):
+    use_workspace(monkeypatch)
+    empty = tmp_path / "mmaudio"
+    empty.mkdir()
+    monkeypatch.setenv("NAGFOLEY_MODELS_DIR", str(empty))
+    loader = nodes()["NAGFoley_MMAudioLoader"]
+    message = loader.VALIDATE_INPUTS(**MODEL_FILES)
+    assert isinstance(message, str) and str(empty) in message
+    from nag_core.weights import NETWORK_FILES
+    assert f"network 'mmaudio_small_16k.pth' (601 MB, {NETWORK_FILES['small_16k'].url})" in message
+    for name in MODEL_FILES.values():
+        assert repr(name) in message
+    monkeypatch.setenv("NAGFOLEY_MODELS_DIR", str(use_workspace(monkeypatch) / "models" /
+                                                  "mmaudio"))
+    assert loader.VALIDATE_INPUTS(**MODEL_FILES) is True
+
+
+def test_the_loader_says_when_it_loaded_the_smoke_set(monkeypatch, caplog):
+    use_workspace(monkeypatch)
+    with caplog.at_level("WARNING", logger="nag_foley"):
+        out = nodes()["NAGFoley_MMAudioLoader"]().load(**MODEL_FILES)
+    assert out["result"][0].smoke is True
+    assert any("smoke-test models" in line for line in out["ui"]["text"])
+    assert any("smoke-test models" in r.getMessage() for r in caplog.records)
+
+
+# ----------------------------------------------------------------------------- the host
+def test_host_module_lookup_reports_a_broken_host_instead_of_hiding_it(monkeypatch, caplog):
+    host = submodule("host")
+    import importlib
+
+    def broken(name):
+        if name == "comfy.nag_broken":
+            raise RuntimeError("Torch not compiled with CUDA enabled")
+        raise ModuleNotFoundError(name)
+
+    monkeypatch.setattr(importlib, "import_module", broken)
+    with caplog.at_level("WARNING", logger="nag_foley"):
+        assert host._module("comfy.nag_absent") is None
+        assert not caplog.records  # simply not inside ComfyUI: silent
+        assert host._module("comfy.nag_broken") is None
+    assert "comfy.nag_broken" in caplog.text and "RuntimeError" in caplog.text
+
+
+class FakeLoaded:
+    def __init__(self, patcher):
+        self.model = patcher
+
+    def model_unload(self):
+        self.model.unloaded += 1
+        self.model.model.inner.to(self.model.offload_device)
+        return True
+
+
+def fake_model_management(log, vram="NORMAL_VRAM"):
+    """ComfyUI's ModelPatcher / load_models_gpu / current_loaded_models, with the real
+    signatures and what our code relies on: the patcher holds the module as .model, loading puts
+    it on load_device and into current_loaded_models once, unloading puts it back."""
+    class ModelPatcher:
+        def __init__(self, model, load_device, offload_device, size=0):
+            self.model, self.load_device, self.offload_device = model, load_device, offload_device
+            self.unloaded = 0
+            log.append(("patcher", type(model).__name__))
+
+    loaded_models = []
+
+    def load_models_gpu(models, memory_required=0, force_patch_weights=False,
+                        minimum_memory_required=None, force_full_load=False):
+        log.append(("load", len(models), force_full_load))
+        for p in models:
+            if not any(m.model is p for m in loaded_models):
+                p.model.inner.to(p.load_device)
+                loaded_models.insert(0, FakeLoaded(p))
+
+    mm = types.SimpleNamespace(
+        load_models_gpu=load_models_gpu, current_loaded_models=loaded_models,
+        vram_state=types.SimpleNamespace(name=vram),
+        get_torch_device=lambda: torch.device("cpu"),
+        unet_offload_device=lambda: torch.device("cpu"),
+        intermediate_device=lambda: torch.device("cpu"),
+        soft_empty_cache=lambda: None, free_memory=lambda n, d: None,
+        throw_exception_if_processing_interrupted=lambda: None)
+    return mm, types.SimpleNamespace(ModelPatcher=ModelPatcher)
+
+
+def test_comfyui_manages_the_model_memory(monkeypatch):
+    """Inside ComfyUI each module gets one ModelPatcher, every node loads through
+    load_models_gpu (full load), and an unload (as /free does) is followed by a reload."""
+    model, controlnet, _, _ = loaded(monkeypatch)
+    log = []
+    mm, mp = fake_model_management(log)
+    monkeypatch.setitem(sys.modules, "comfy.model_management", mm)
+    monkeypatch.setitem(sys.modules, "comfy.model_patcher", mp)
+    for m in (model.model, controlnet):
+        m.__dict__.pop("_nagfoley_patcher", None)
+    first = sample(monkeypatch, steps=2, seed=3)
+    assert log == [("patcher", "NAGFoleyMMAudioModel"), ("load", 1, True)]
+    assert [type(m.model.model).__name__ for m in mm.current_loaded_models] == [
+        "NAGFoleyMMAudioModel"]
+    mix = result(nodes()["NAGFoley_MixAndNormalize"]().mix(first, 0.0))[1]
+    log.clear()
+    sample(monkeypatch, "rain", method="nag", negative_audio=mix, controlnet=controlnet, steps=2)
+    assert log == [("patcher", "NAGFoleyNAGControlNet"), ("load", 2, True)]
+    assert len(mm.current_loaded_models) == 2
+    # /free: ComfyUI unloads everything; the next node loads again through load_models_gpu
+    for loaded_model in list(mm.current_loaded_models):
+        loaded_model.model_unload()
+    mm.current_loaded_models.clear()
+    log.clear()
+    again = sample(monkeypatch, steps=2, seed=3)
+    assert log == [("load", 1, True)] and len(mm.current_loaded_models) == 1
+    assert torch.equal(again["waveform"], first["waveform"])
+    for m in (model.model, controlnet):
+        m.__dict__.pop("_nagfoley_patcher", None)
+
+
+def test_low_vram_gives_the_model_back_after_each_node(monkeypatch):
+    model, _, _, _ = loaded(monkeypatch)
+    log = []
+    mm, mp = fake_model_management(log, vram="LOW_VRAM")
+    monkeypatch.setitem(sys.modules, "comfy.model_management", mm)
+    monkeypatch.setitem(sys.modules, "comfy.model_patcher", mp)
+    model.model.__dict__.pop("_nagfoley_patcher", None)
+    sample(monkeypatch, steps=2)
+    patcher = model.model.__dict__.pop("_nagfoley_patcher")
+    assert patcher.unloaded == 1 and mm.current_loaded_models == []
+
+
+def test_cancel_stops_encode_video_between_blocks(monkeypatch):
+    model, _, clip, _ = loaded(monkeypatch)
+    host = submodule("host")
+    calls = []
+
+    class Interrupted(Exception):
+        pass
+
+    def cancel_on_third_block():
+        calls.append(1)
+        if len(calls) == 3:
+            raise Interrupted()
+
+    mm = types.SimpleNamespace(throw_exception_if_processing_interrupted=cancel_on_third_block,
+                               get_torch_device=lambda: torch.device("cpu"),
+                               unet_offload_device=lambda: torch.device("cpu"),
+                               intermediate_device=lambda: torch.device("cpu"),
+                               soft_empty_cache=lambda: None, free_memory=lambda n, d: None)
+    monkeypatch.setitem(sys.modules, "comfy.model_management", mm)
+    with pytest.raises(Interrupted):
+        nodes()["NAGFoley_EncodeVideo"]().encode(model, clip)
+    assert len(calls) == 3
+    # the hooks are gone afterwards: encoding again without ComfyUI checks nothing
+    monkeypatch.delitem(sys.modules, "comfy.model_management")
+    calls.clear()
+    nodes()["NAGFoley_EncodeVideo"]().encode(model, clip)
+    assert calls == [] and host._module("comfy.model_management") is None
+
+
+def test_takes_are_one_batched_run_each_equal_to_its_single_seed(monkeypatch):
+    """takes = 3: an AUDIO batch of 3 with a player each; take i is the single run with
+    seed + i; Select Take hands one of them on."""
+    from nag_core.pipeline import generate_track
+    import nag_core.pipeline as pipeline
+    model, _, _, features = loaded(monkeypatch)
+    calls = []
+    sampler_node = submodule("sampler_node")
+    monkeypatch.setattr(sampler_node, "generate_track",
+                        lambda *a, **k: calls.append(a[2].takes) or generate_track(*a, **k))
+    out = nodes()["NAGFoley_NAGSampler"]().sample(model, features, "rain", steps=2, seed=20,
+                                                  takes=3)
+    batch = out["result"][0]
+    assert calls == [3] and batch["waveform"].shape[0] == 3 and len(out["ui"]["audio"]) == 3
+    assert batch["nag_foley_seeds"] == (20, 21, 22)
+    single = sample(monkeypatch, "rain", method="auto", steps=2, seed=21)
+    picked = nodes()["NAGFoley_SelectTake"]().select(batch, 2)[0]
+    torch.testing.assert_close(picked["waveform"], single["waveform"], atol=1e-5, rtol=0)
+    assert pipeline.StepSettings  # the API the node builds on

@@ -391,3 +391,39 @@ def test_an_unreadable_models_subfolder(env, tmp_path, capsys, monkeypatch):
 
 def _raise(e):
     raise e
+
+
+# --------------------------------------------------------------------------- takes
+def test_takes_then_choose_another(env, tmp_path, capsys):
+    o = tmp_path / "takes"
+    assert cli.main(_cli(env, "--out", str(o), "--prompt", "a ball bounces", "--prompt",
+                         "a lamp beeps", "--takes", "2", "--seed", "5")) == 0
+    record = json.loads((o / "record.json").read_text())
+    for k, step in enumerate(record["steps"], start=1):
+        assert step["takes"] == 2 and step["take"] == 0
+        assert [t["seed"] for t in step["take_files"]] == [4 + k, 5 + k]
+        for t in step["take_files"]:
+            assert hashlib.sha256((o / t["file"]).read_bytes()).hexdigest() == t["sha256"]
+        assert step["file"] == step["take_files"][0]["file"]
+    assert (record["steps"][0]["take_files"][0]["sha256"]
+            != record["steps"][0]["take_files"][1]["sha256"])
+    before = _snapshot(o)
+
+    # go on with take 1 of step 1: its files stay (the same inodes), step 2 is made again
+    assert cli.main(["redo", str(o), "--step", "1", "--take", "1", "--offline", "--quiet"]) == 0
+    after = _snapshot(o)
+    new = json.loads((o / "record.json").read_text())
+    one = new["steps"][0]
+    assert one["take"] == 1 and one["file"] == one["take_files"][1]["file"]
+    for t in one["take_files"]:
+        assert after[t["file"]] == before[t["file"]]
+    # the composite now mixes take 1 (step 2 is regenerated; without a ControlNet no method
+    # listens to the earlier audio, so its bytes may stay the same)
+    assert new["composite"]["sha256"] != record["composite"]["sha256"]
+    assert new["steps"][1]["seed"] == record["steps"][1]["seed"]
+    assert new["history"][-1]["action"] == "take"
+    capsys.readouterr()
+
+    code = cli.main(["redo", str(o), "--step", "1", "--take", "2", "--offline", "--quiet"])
+    _one_line_error(capsys, code, "no take 2", "0..1")
+    assert _snapshot(o) == after

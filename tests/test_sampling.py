@@ -60,17 +60,16 @@ def test_euler_does_not_modify_the_noise():
 
 
 class FakeNetwork:
-    """Records each call; returns, for branch i, the velocity (i + 1)·x + 10·t (per row)."""
+    """Records each call; gets the latent once (shared by the branches) and returns, for branch
+    i, the velocity (i + 1)·x + 10·t (per row), stacked branch after branch."""
 
     def __init__(self, n_branches):
         self.n = n_branches
         self.calls = []
 
-    def __call__(self, xs, ts):
-        self.calls.append((xs.clone(), ts.clone()))
-        b = xs.shape[0] // self.n
-        scale = torch.arange(1, self.n + 1, dtype=xs.dtype).repeat_interleave(b)
-        return scale.view(-1, 1, 1) * xs + 10.0 * ts.view(-1, 1, 1)
+    def __call__(self, x, ts):
+        self.calls.append((x.clone(), ts.clone()))
+        return torch.cat([(i + 1) * x + 10.0 * ts.view(-1, 1, 1) for i in range(self.n)])
 
 
 @pytest.mark.parametrize("n_branches", [2, 3])
@@ -89,12 +88,11 @@ def test_batched_branches_one_call_per_step_same_x_and_t(n_branches):
 
     assert len(net.calls) == 1
     xs, ts = net.calls[0]
-    assert xs.shape == (n_branches * 2, 5, 4)
-    for i in range(n_branches):
-        assert torch.equal(xs[2 * i:2 * i + 2], x)
+    # The latent goes in once, not repeated per branch: the branches share it.
+    assert torch.equal(xs, x)
     # MMAudio hands t to the network as t · ones(B) in the latent's dtype.
-    assert ts.shape == (n_branches * 2,) and ts.dtype == x.dtype
-    assert torch.equal(ts, torch.full((n_branches * 2,), 0.375))
+    assert ts.shape == (2,) and ts.dtype == x.dtype
+    assert torch.equal(ts, torch.full((2,), 0.375))
     # Branch order: combine gets branch 0's output first.
     (vs,) = received
     assert len(vs) == n_branches
@@ -124,8 +122,8 @@ def test_euler_with_cfg_and_nag_by_hand():
     # Two steps: one network call per step, no more.
     sampling.euler(v_nag, x0, 2)
     assert len(nag_net.calls) == 1 + 2
-    # Each call carried t_i · ones(3B) for its own grid point: 0, then 0.5 (never 1).
-    assert [ts.tolist() for _, ts in nag_net.calls[1:]] == [[0.0] * 3, [0.5] * 3]
+    # Each call carried t_i · ones(B) for its own grid point: 0, then 0.5 (never 1).
+    assert [ts.tolist() for _, ts in nag_net.calls[1:]] == [[0.0], [0.5]]
 
 
 @pytest.mark.parametrize("path", golden_params("network_"))

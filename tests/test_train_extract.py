@@ -93,3 +93,27 @@ def test_pair_sampler_is_a_pure_function_of_the_count():
     assert [b.next(3).tolist() for _ in range(2)] == first[2:]
     flat = sum(first[:2], [])[:5]
     assert sorted(flat) == [0, 1, 2, 3, 4]  # one epoch is a permutation
+
+
+class InterruptedEncoder(FakeEncoder):
+    """Ctrl-C while the second clip is encoded."""
+
+    def encode_audio(self, path, start, seconds):
+        if self.audio_calls == 2:
+            raise KeyboardInterrupt
+        return super().encode_audio(path, start, seconds)
+
+
+def test_an_interrupted_extraction_keeps_what_it_encoded(data_dir, tmp_path):
+    cfg = tiny_network_config("16k")
+    with pytest.raises(KeyboardInterrupt):
+        extract(data_dir, tmp_path, InterruptedEncoder(cfg), SEG, progress=False)
+    assert len(list(tmp_path.glob("index.journal-*.jsonl"))) == 1  # the first clip, journalled
+    enc = FakeEncoder(cfg)
+    r = extract(data_dir, tmp_path, enc, SEG, progress=False)
+    assert r.reused_segments == 2 and r.encoded_segments == 5 and enc.audio_calls == 5
+    assert not list(tmp_path.glob("index.journal-*"))  # folded into index.json
+    ref = extract(data_dir, tmp_path / "fresh", FakeEncoder(cfg), SEG, progress=False)
+    got = json.loads((tmp_path / "index.json").read_text())["current"]["pairs"]
+    want = json.loads((tmp_path / "fresh" / "index.json").read_text())["current"]["pairs"]
+    assert got == want and len(got) == ref.pairs  # same clips, same keys, same pairs

@@ -15,9 +15,9 @@ pytestmark = pytest.mark.skipif(not (WORLD_DIR / CONTROLNET_FILE).is_file(),
 
 @pytest.fixture(scope="module")
 def world():
-    from nag_core.world.assets import load_world_model
+    from bench.world.evaluate import load_model_set
     torch.set_num_threads(1)
-    return load_world_model()
+    return load_model_set(WORLD_DIR)
 
 
 def test_shipped_set_is_small_and_loads(world):
@@ -35,8 +35,8 @@ def test_lamp_track_follows_the_lamp_in_most_unseen_videos(world):
     import numpy as np
 
     from nag_core.pipeline import FoleySession
-    from nag_core.world.assets import world_video
-    from nag_core.world.detectors import log_mel, signature_report
+    from bench.world.detectors import log_mel, signature_report
+    from bench.world.export import world_video
 
     model, controlnet = world
     contrast = []
@@ -58,7 +58,7 @@ def test_main_job_demo_runs_the_world_chain(tmp_path, monkeypatch, capsys):
     from nag_core.demo import WORLD_SEED
     from nag_core.media import read_audio
     from nag_core.world.assets import WORLD_DURATION
-    from nag_core.world.detectors import log_mel, signature_report
+    from bench.world.detectors import log_mel, signature_report
     from nag_core.world.scene import render_clip
 
     monkeypatch.setenv("NAGFOLEY_MODELS_DIR", str(tmp_path / "no-weights-here"))

@@ -22,14 +22,13 @@ ROOT = HERE.parent
 PACK_NAME = "nag_foley_pack_build"
 
 DEMO_VIDEO = "nag_foley_demo.mp4"
-CONTROLNET_FILE = "nag_controlnet_small_16k.safetensors"
+MODELS_DIRECTORY = "mmaudio"  # ComfyUI's models/<directory> the loader reads
 SEED_CONTROL = "fixed"  # the hidden control_after_generate position (kept fixed: reproducible)
 UPLOAD_VALUE = "image"  # what the frontend stores for the upload button position
 
-# Core nodes the workflows use: sockets in order, widget names in order, outputs.
-CORE_NODES = {
-    "PreviewAudio": {"inputs": [("audio", "AUDIO")], "widgets": [], "outputs": []},
-}
+# Core nodes the workflows use: sockets in order, widget names in order, outputs. (None today:
+# the pack's own nodes show their audio.)
+CORE_NODES: dict = {}
 FRONTEND_ONLY = {"Note", "MarkdownNote"}  # never sent to the backend
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
 UPLOAD_KEYS = ("image_upload", "video_upload", "audio_upload", "animated_image_upload")
@@ -112,39 +111,52 @@ MODEL_WIDGETS = {"network": "mmaudio_small_16k.pth", "vae": "v1-16.pth", "vocode
 CHAIN_PROMPTS = ["a ball bounces on a wooden floor", "an electronic beep",
                  "rain falling on a roof", "wind blowing through trees", "birds singing"]
 
-NOTE_CHAIN = (
-    "NAG Foley: a 5-step Foley chain.\n\n"
+SETUP = (
     "1. Put nag_foley_demo.mp4 into ComfyUI/input (make it with `python -m nag_core demo`, or "
     "upload your own video in Load Video).\n"
-    "2. Put the MMAudio files into ComfyUI/models/mmaudio and the NAG ControlNet next to them.\n"
+    "2. Put the MMAudio files into ComfyUI/models/mmaudio (`python -m nag_core download` "
+    "fetches them; the missing-models dialog lists each file and its source).\n")
+CONTROLNET_TIP = (
+    "A trained NAG ControlNet is optional: add a NAG ControlNet Loader (NAG Foley), connect it "
+    "to the samplers' controlnet input, and method 'auto' runs NAG.")
+NOTE_CHAIN = (
+    "NAG Foley: a 5-step Foley chain.\n\n" + SETUP +
     "3. Queue. Each step generates one sound while avoiding the mix of the steps before it "
     "(the mix output of each Mix And Normalize goes to the next sampler's negative_audio).\n\n"
     "Redo a step: change its prompt or seed and queue again; ComfyUI re-runs only that step and "
-    "the ones after it. The video is encoded once for the whole chain.")
+    "the ones after it. The video is encoded once for the whole chain.\n\n" + CONTROLNET_TIP)
 NOTE_SINGLE = (
-    "NAG Foley: iterate on one sound.\n\n"
+    "NAG Foley: iterate on one sound.\n\n" + SETUP +
     "Load the earlier mix (a mix file written by Save Stems) with the core Load Audio node and "
     "connect it to negative_audio, or leave negative_audio empty for a first step. Change the "
-    "prompt/seed/beta and queue: the video features are cached, only the sampler re-runs.")
+    "prompt/seed/beta and queue: the video features are cached, only the sampler re-runs. The "
+    "sampler makes 3 takes (seeds 1001-1003) in one run: listen, then choose one in Choose a "
+    "take; changing the choice re-runs only what comes after.\n\n"
+    + CONTROLNET_TIP)
 NOTE_COMPARE = (
-    "NAG Foley: the paper's comparison.\n\n"
-    "Step 1 makes one sound; step 2 asks for a second sound three ways from the same seed: "
-    "independent (ignores step 1), negative prompt (step 1's prompt as CFG negative text) and "
-    "NAG (negative audio guidance with the ControlNet). Listen to the three mixes side by side.")
+    "NAG Foley: step 2 made several ways.\n\n" + SETUP +
+    "Step 1 makes one sound; step 2 asks for a second sound from the same seed in each way "
+    "that needs no trained weights: independent (ignores step 1), negative prompt (step 1's "
+    "prompt as CFG negative text) and the others in the method list. Listen to the mixes side "
+    "by side.\n\n" + CONTROLNET_TIP + " (then add a row with method nag).")
 
 
-def node(key, type_, pos, widgets=None, links=None, title=None, size=None):
+def node(key, type_, pos, widgets=None, links=None, title=None, size=None, models=None):
     return {"key": key, "type": type_, "pos": pos, "widgets": widgets or {},
-            "links": links or {}, "title": title, "size": size}
+            "links": links or {}, "title": title, "size": size, "models": models}
+
+
+def model_metadata(widgets: dict) -> list[dict]:
+    """The frontend's missing-models dialog reads ``properties.models`` (name = the widget value,
+    url, directory = the models/ sub-folder) for each file a node selects."""
+    from nag_core.weights import CLIP_FILE, NETWORK_FILES, SYNCHFORMER_FILE, VAE_FILES, VOCODER_FILES
+    official = {f.relpath: f for f in [*NETWORK_FILES.values(), *VAE_FILES.values(),
+                                       *VOCODER_FILES.values(), SYNCHFORMER_FILE, CLIP_FILE]}
+    return [{"name": v, "url": official[v].url, "directory": MODELS_DIRECTORY}
+            for v in widgets.values() if isinstance(v, str) and v in official]
 
 
 LOAD_VIDEO_HEIGHT = 480
-
-
-def controlnet_loader():
-    # 280 wide so it ends before the first sampler column (x = 320).
-    return node("cn", "NAGFoley_NAGControlNetLoader", [20, 440], {"controlnet": CONTROLNET_FILE},
-                {"model": ("model", "model")}, size=[280, 80])
 
 
 def _front(note_text):
@@ -157,7 +169,8 @@ def _front(note_text):
         node("video", "NAGFoley_LoadVideo", [-420, 40],
              {"video": DEMO_VIDEO, "start_time": 0.0, "duration": 8.0},
              size=[320, LOAD_VIDEO_HEIGHT]),
-        node("model", "NAGFoley_MMAudioLoader", [-420, 600], MODEL_WIDGETS, size=[400, 250]),
+        node("model", "NAGFoley_MMAudioLoader", [-420, 600], MODEL_WIDGETS, size=[400, 250],
+             models=model_metadata(MODEL_WIDGETS)),
         node("encode", "NAGFoley_EncodeVideo", [20, 40],
              links={"model": ("model", "model"), "video": ("video", "video")}, size=[260, 60]),
     ]
@@ -165,23 +178,20 @@ def _front(note_text):
 
 def chain_workflow():
     nodes = _front(NOTE_CHAIN)
-    nodes.append(controlnet_loader())
     prev_mix = prev_chain = None
     for k, prompt in enumerate(CHAIN_PROMPTS, start=1):
         x = 320 + (k - 1) * 380
         links = {"model": ("model", "model"), "features": ("encode", "features")}
         if k > 1:
-            links.update(negative_audio=(prev_mix, "mix"), controlnet=("cn", "controlnet"))
+            links.update(negative_audio=(prev_mix, "mix"))
         nodes.append(node(f"s{k}", "NAGFoley_NAGSampler", [x, 100],
-                          {"prompt": prompt, "method": "nag", "seed": 1000 + k},
-                          links, title=f"Step {k}: NAGSampler", size=[340, 330]))
+                          {"prompt": prompt, "method": "auto", "seed": 1000 + k},
+                          links, title=f"Step {k}: NAG Sampler", size=[340, 330]))
         mix_links = {"track": (f"s{k}", "track")}
         if prev_chain:
             mix_links["chain"] = (prev_chain, "chain")
         nodes.append(node(f"m{k}", "NAGFoley_MixAndNormalize", [x, 480], {"gain_db": 0.0},
                           mix_links, title=f"Step {k}: mix", size=[300, 100]))
-        nodes.append(node(f"p{k}", "PreviewAudio", [x, 630], links={"audio": (f"m{k}", "mix")},
-                          title=f"Mix after step {k}", size=[300, 100]))
         prev_mix, prev_chain = f"m{k}", f"m{k}"
     end_x = 320 + len(CHAIN_PROMPTS) * 380
     nodes.append(node("stems", "NAGFoley_SaveStems", [end_x, 100], {},
@@ -193,44 +203,44 @@ def chain_workflow():
 
 def single_workflow():
     nodes = _front(NOTE_SINGLE)
-    nodes.append(controlnet_loader())
     nodes.append(node("s1", "NAGFoley_NAGSampler", [400, 100],
-                      {"prompt": CHAIN_PROMPTS[0], "method": "nag", "seed": 1001},
-                      {"model": ("model", "model"), "features": ("encode", "features"),
-                       "controlnet": ("cn", "controlnet")}, size=[340, 330]))
-    nodes.append(node("p1", "PreviewAudio", [780, 100], links={"audio": ("s1", "track")},
-                      title="The new track", size=[300, 100]))
+                      {"prompt": CHAIN_PROMPTS[0], "method": "auto", "seed": 1001, "takes": 3},
+                      {"model": ("model", "model"), "features": ("encode", "features")},
+                      size=[340, 360]))
+    nodes.append(node("pick", "NAGFoley_SelectTake", [780, 100], {"take": 1},
+                      {"takes": ("s1", "track")}, title="Choose a take", size=[300, 100]))
     nodes.append(node("m1", "NAGFoley_MixAndNormalize", [780, 260], {"gain_db": 0.0},
-                      {"track": ("s1", "track")}, size=[300, 100]))
+                      {"track": ("pick", "track")}, size=[300, 100]))
     nodes.append(node("stems", "NAGFoley_SaveStems", [1120, 260], {"filename_prefix":
                                                                   "nag_foley/single"},
                       {"chain": ("m1", "chain")}, size=[320, 140]))
     return nodes
 
 
+def comparison_methods() -> list[str]:
+    """Every method of the sampler's list that runs without trained weights (nag needs a
+    ControlNet, which nothing ships), in the list's order."""
+    from nag_core.pipeline import METHODS
+    return [m for m in METHODS if m != "nag"]
+
+
 def comparison_workflow():
     nodes = _front(NOTE_COMPARE)
-    nodes.append(controlnet_loader())
     base = {"model": ("model", "model"), "features": ("encode", "features")}
     nodes.append(node("s1", "NAGFoley_NAGSampler", [320, 100],
                       {"prompt": CHAIN_PROMPTS[0], "seed": 1001}, base,
                       title="Step 1 (shared)", size=[340, 330]))
     nodes.append(node("m1", "NAGFoley_MixAndNormalize", [320, 480], {}, {"track": ("s1", "track")},
                       title="Step 1 mix", size=[300, 100]))
-    for row, method in enumerate(("independent", "negative_prompt", "nag")):
+    for row, method in enumerate(comparison_methods()):
         y = 100 + row * 420
         links = dict(base, negative_audio=("m1", "mix"))
-        if method == "nag":
-            links["controlnet"] = ("cn", "controlnet")
         nodes.append(node(f"s_{method}", "NAGFoley_NAGSampler", [720, y],
                           {"prompt": CHAIN_PROMPTS[1], "method": method, "seed": 1002}, links,
                           title=f"Step 2: {method}", size=[340, 330]))
         nodes.append(node(f"m_{method}", "NAGFoley_MixAndNormalize", [1100, y], {},
                           {"track": (f"s_{method}", "track"), "chain": ("m1", "chain")},
                           title=f"Mix: {method}", size=[300, 100]))
-        nodes.append(node(f"p_{method}", "PreviewAudio", [1100, y + 150],
-                          links={"audio": (f"m_{method}", "mix")}, title=f"Listen: {method}",
-                          size=[300, 100]))
         nodes.append(node(f"save_{method}", "NAGFoley_SaveStems", [1440, y],
                           {"filename_prefix": f"nag_foley/compare_{method}"},
                           {"chain": (f"m_{method}", "chain")}, size=[320, 140]))
@@ -279,7 +289,8 @@ def to_ui(nodes: list[dict], mappings: dict) -> dict:
                        for i, (name, t) in enumerate(lay["inputs"])],
             "outputs": [{"name": name, "type": t, "links": out_links.get((n["key"], i), []),
                          "slot_index": i} for i, (name, t) in enumerate(lay["outputs"])],
-            "properties": {"Node name for S&R": n["type"]},
+            "properties": dict({"Node name for S&R": n["type"]},
+                               **({"models": n["models"]} if n["models"] else {})),
             "widgets_values": widgets,
         }
         if n["title"]:
@@ -305,8 +316,10 @@ def to_api(nodes: list[dict], mappings: dict) -> dict:
                 for k, m in ((m["key"], m) for m in nodes)}
         for in_name, (src, out_name) in n["links"].items():
             inputs[in_name] = [ids[src], outs[src].index(out_name)]
+        # The frontend's _meta.title is the node's title: the display name unless renamed.
+        title = n["title"] or getattr(mappings.get(n["type"]), "DISPLAY_NAME", n["type"])
         api[ids[n["key"]]] = {"class_type": n["type"], "inputs": inputs,
-                              "_meta": {"title": n["title"] or n["type"]}}
+                              "_meta": {"title": title}}
     return api
 
 

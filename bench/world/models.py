@@ -20,13 +20,14 @@ from nag_core.mmaudio.network import MMAudioNetwork
 from nag_core.mmaudio.synchformer import Synchformer, SynchformerConfig
 from nag_core.mmaudio.variants import NetworkConfig
 from nag_core.mmaudio.vae import VAE
+from nag_core.world.assets import WORLD_DURATION
 from nag_core.world.scene import CAPTIONS
 
 WORDS = " ".join(CAPTIONS.values()) + " and"
 CLIP_EMBED, TEXT_WIDTH, SYNC_WIDTH = 32, 64, 64
 VAE_HIDDEN = 16
 VOCAB_SIZE = 600  # >= 512 byte symbols + merges + 2 of the world vocabulary
-DURATION = 4.0
+DURATION = WORLD_DURATION  # the length the world's models are trained and shipped for
 SEED = 1234
 
 

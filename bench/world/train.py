@@ -220,7 +220,7 @@ def _vocoder_batch(data: WorldData, batch: int, frames: int, subsets: float,
 
 def train_vocoder(model: MMAudioModel, data: WorldData, steps: int, batch: int = 8,
                   frames: int = 32, lr: float = 1e-4, seed: int = 0, subsets: float = 0.5,
-                  vae: VAE | None = None, context: int = 16):
+                  vae: VAE | None = None, context: int = 16, init: dict | None = None):
     """Regression-only training (log-mel L1 + multi-resolution STFT loss: log-magnitude L1 and
     spectral convergence; no discriminator):
     the vocoder must put energy in the right bands at the right times, which is what the
@@ -233,7 +233,10 @@ def train_vocoder(model: MMAudioModel, data: WorldData, steps: int, batch: int =
     the true waveform. Measured on the world's evaluation videos (the true lamp track through
     VAE + vocoder): lamp contrast 18.1 dB with, 15.5 dB without; but the steady floor in the
     ball's band rose from -24 to -18 dB of the track's energy (bench/RESULTS.md)."""
-    voc = M.build_vocoder().train()
+    voc = M.build_vocoder()
+    if init is not None:  # continue from a trained vocoder's state dict (a warm start)
+        voc.load_state_dict(init)
+    voc.train()
     opt = torch.optim.AdamW(voc.parameters(), lr=lr, betas=(0.8, 0.99))
     gen = torch.Generator().manual_seed(seed)
     mel_conv = model.mel
@@ -317,15 +320,18 @@ def optimizer_step(opt, params, loss: torch.Tensor, lr: float, step: int, steps:
 
 def train_base(model: MMAudioModel, data: WorldData, latents: torch.Tensor, steps: int,
                batch: int = 16, lr: float = 1e-3, seed: int = 0,
-               dropout: float = 0.1) -> MMAudioNetwork:
+               dropout: float = 0.1, warm_start: bool = False) -> MMAudioNetwork:
     """MMAudio's recipe: flow matching (x_t = (1-t) x0 + t x1, target x1 - x0), logit-normal t,
     condition dropout 0.1 for video and for text (independently), latents normalised by the data's
-    per-channel mean/std stored in the network."""
+    per-channel mean/std stored in the network. ``warm_start``: ``model.network`` is already
+    trained (same VAE, same encoders); its weights and latent statistics are kept and training
+    continues on ``data``."""
     net = model.network
     net.train().requires_grad_(True)
     with torch.no_grad():
-        net.latent_mean.copy_(latents.mean(dim=(0, 1), keepdim=True))
-        net.latent_std.copy_(latents.std(dim=(0, 1), keepdim=True).clamp(min=1e-3))
+        if not warm_start:
+            net.latent_mean.copy_(latents.mean(dim=(0, 1), keepdim=True))
+            net.latent_std.copy_(latents.std(dim=(0, 1), keepdim=True).clamp(min=1e-3))
         net.empty_string_feat.copy_(model.encode_text([""])[0])
     net.latent_mean.requires_grad_(False)
     net.latent_std.requires_grad_(False)

@@ -82,3 +82,14 @@ def stream_length(container, stream) -> float | None:
     if container.duration is not None:
         return float(Fraction(container.duration, 1_000_000) + Fraction(container.start_time or 0, 1_000_000) - origin)
     return None
+
+
+def announced_video_length(container, stream) -> float | None:
+    """The picture's length as the file announces it, for telling a cut-short file from a short
+    one: the stream's own duration, or the container's when the picture is its only stream
+    (a container's duration also covers a longer audio track). None when neither is known."""
+    if stream.duration is not None and stream.time_base is not None:
+        return stream_length(container, stream)
+    if len(container.streams) == 1 and container.duration is not None:
+        return stream_length(container, stream)
+    return None

@@ -146,13 +146,14 @@ def _layout(channels: int) -> str:
 
 
 def encode_frames(wave: Tensor, sr: int, fmt: str, chunk: int = 4096, pts0: int = 0):
-    """AudioFrames in the packed/planar sample format ``fmt`` from (C, T) float in [-1, 1]."""
+    """AudioFrames in the packed/planar sample format ``fmt`` from (C, T) float audio: clipped
+    to [-1, 1] for 16-bit PCM only; float formats keep every value (peaks above full scale
+    included)."""
     c = wave.shape[0]
-    x = wave.clamp(-1.0, 1.0).numpy()
-    if fmt.startswith("s16"):
-        x = np.round(x * 32767.0).astype(np.int16)
+    if fmt.startswith("s16"):  # integers end at full scale; float keeps what is beyond it
+        x = np.round(wave.clamp(-1.0, 1.0).numpy() * 32767.0).astype(np.int16)
     else:
-        x = x.astype(np.float32)
+        x = wave.numpy().astype(np.float32)
     planar = fmt.endswith("p")
     for s in range(0, x.shape[1], chunk):
         part = x[:, s:s + chunk]

@@ -15,6 +15,7 @@ memory at full resolution.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Callable
@@ -22,7 +23,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ..errors import ConfigError, MediaError
+from ..errors import ConfigError, MediaError, MediaWarning
 from .resize import CLIP_SIZE, SYNC_SIZE, clip_resize, sync_resize
 
 from ..defaults import CLIP_FPS, MIN_DURATION, SYNC_FPS  # noqa: F401  (re-exported)
@@ -47,6 +48,7 @@ class VideoClip:
     path: str | None  # source file, None for in-memory frames
     requested_duration: float | None = None  # what the caller asked for (None: to the end)
     frames_decoded: int = 0  # source frames decoded (shows that seeking worked)
+    warning: str | None = None  # what was used and why, when not what was asked (MediaWarning)
 
     @property
     def truncated(self) -> bool:
@@ -184,6 +186,40 @@ class StreamCollector:
         return clip[:int(CLIP_FPS * duration)], sync[:int(SYNC_FPS * duration)], duration
 
 
+def shortfall_warning(what: str, used: float, requested: float | None, start: float,
+                      end: float | None, source_ended: bool,
+                      damage: str | None = None) -> str | None:
+    """The message for a clip that is not what was asked (None when it is): ``used`` seconds of
+    the ``requested`` ones from ``start``; ``end`` the time of the last frame seen (seconds
+    from the start of the source); ``source_ended`` whether the frames ran out before the
+    requested end; ``damage`` what went wrong in the file, if anything."""
+    short = requested is not None and used < requested
+    if not short and damage is None:
+        return None
+    asked = f"of the {requested:g} s asked " if requested is not None else ""
+    message = f"{what}: used {used:.3f} s {asked}from {start:g} s"
+    if damage is not None:
+        return f"{message}: {damage}. Re-export the video to use all of it."
+    if not source_ended:
+        # the frames reach the requested end, but the 8 and 25 fps streams are cut to whole
+        # frames of both rates (MMAudio's truncation)
+        return (f"{message}: the {CLIP_FPS} and {SYNC_FPS} fps frame streams picked up to the "
+                f"requested end hold {used:.3f} s; the audio will be that long.")
+    tail = f" (its last frame is at {end:.3f} s)" if end is not None else ""
+    return (f"{message}: the source ends there{tail}; the audio will be {used:.3f} s long. "
+            "Give a longer source or a shorter duration to silence this.")
+
+
+# Shown every time (not once per call site, Python's default): a long-running host such as
+# ComfyUI decodes many videos from the same line. Appended, so a user's own filter still wins.
+warnings.filterwarnings("always", category=MediaWarning, append=True)
+
+
+def emit_warning(message: str | None) -> None:
+    if message is not None:
+        warnings.warn(message, MediaWarning, stacklevel=3)
+
+
 def check_long_enough(duration: float, start: float, what: str) -> None:
     if duration < MIN_DURATION:
         raise MediaError(f"{what} gives only {duration:.3f} s of frames from {start:g} s on, shorter "
@@ -231,14 +267,20 @@ def frames_from_images(images: Tensor, fps, start: float = 0.0, duration: float 
         raise ConfigError(f"start {float(start):g} s is past the end of the frames: {n} frames at "
                           f"{float(rate):g} fps last {float(length):.3f} s. Use a start below that.")
     col = StreamCollector(duration, official_float_times)
+    ran_out = True
     for i in range(int(t0 * rate), n):  # frames before floor(start*fps) are all before start
         if not col.offer(Fraction(i) / rate - t0, lambda: images_to_uint8(images[i].cpu())):
+            ran_out = False
             break
     clip, sync, eff = col.finish()
     check_long_enough(eff, float(start), "the IMAGE batch")
     h, w = images.shape[1], images.shape[2]
+    requested = None if duration is None else float(duration)
+    warning = shortfall_warning(f"the IMAGE batch ({n} frames at {float(rate):g} fps)", eff,
+                                requested, float(start), float((n - 1) / rate), ran_out)
+    emit_warning(warning)
     return VideoClip(clip, sync, eff, float(start), float(rate), (int(w), int(h)), 0, None,
-                     None if duration is None else float(duration), col.frames_seen)
+                     requested, col.frames_seen, warning)
 
 
 def frames_from_video_object(video, start: float = 0.0, duration: float | None = 8.0,

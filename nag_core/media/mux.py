@@ -58,7 +58,14 @@ def mux_audio_into_video(video_path, wave, sample_rate: int, out_path, start: fl
         if trim and not _covers_whole_video(src, float(start), w.shape[-1] / rate):
             _write_segment(src, tmp, w, rate, codec, Fraction(repr(float(start))))
         else:
-            _write(src, out, tmp, w, rate, codec, Fraction(repr(float(start))))
+            try:
+                _write(src, out, tmp, w, rate, codec, Fraction(repr(float(start))),
+                       keep_tag=True)
+            except av.InvalidDataError:
+                # the output container refuses the source's codec tag (e.g. an MP4 tag in a
+                # Matroska file): let the muxer pick its own, as a plain copy would
+                _write(src, out, tmp, w, rate, codec, Fraction(repr(float(start))),
+                       keep_tag=False)
     return str(out)
 
 
@@ -118,7 +125,21 @@ def _write_segment(src, tmp, wave: torch.Tensor, rate: int, codec: str, start: F
         inp.close()
 
 
-def _write(src, out, tmp, wave: torch.Tensor, rate: int, codec: str, start: Fraction) -> None:
+def _keep_picture_facts(vin, vout, keep_tag: bool) -> None:
+    """What a stream copy must not lose: the codec tag (HEVC 'hvc1' is what Apple players accept,
+    'hev1' is refused; ProRes 'apcn' must not become 'apch'), and the sample aspect ratio,
+    which for some codecs (ProRes) lives only in the container, not in the codec parameters.
+    The display matrix (rotation) is copied with the stream's side data by the template."""
+    tag = vin.codec_context.codec_tag
+    if keep_tag and tag and tag.strip("\x00"):
+        vout.codec_context.codec_tag = tag
+    sar = vin.sample_aspect_ratio or vin.codec_context.sample_aspect_ratio
+    if sar and not vout.codec_context.sample_aspect_ratio:
+        vout.codec_context.sample_aspect_ratio = sar
+
+
+def _write(src, out, tmp, wave: torch.Tensor, rate: int, codec: str, start: Fraction,
+           keep_tag: bool) -> None:
     inp = open_input(src, "video")
     try:
         vin = video_stream(inp, src)
@@ -131,6 +152,7 @@ def _write(src, out, tmp, wave: torch.Tensor, rate: int, codec: str, start: Frac
         with av.open(str(tmp), "w") as dst:
             try:
                 vout = dst.add_stream_from_template(vin)
+                _keep_picture_facts(vin, vout, keep_tag)
                 copy = True
             except (av.FFmpegError, ValueError):
                 copy = False
@@ -200,4 +222,7 @@ def _reencode_stream(dst, vin):
     vout.pix_fmt = "yuv420p"
     vout.time_base = vin.time_base
     vout.codec_context.time_base = vin.time_base
+    sar = vin.sample_aspect_ratio or vin.codec_context.sample_aspect_ratio
+    if sar:  # a re-encoded picture keeps its shape on screen
+        vout.codec_context.sample_aspect_ratio = sar
     return vout

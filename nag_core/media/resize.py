@@ -8,9 +8,14 @@ first; that pass is rounded and saturated to uint8 before the vertical pass. Rep
 integer steps (rather than filtering in float) is what makes the output match exactly: a float
 filter differs by up to 4 LSB on the golden frames.
 
-Filtering is done as small dense matmuls over blocks of output pixels, on integer-valued floats.
-float32 holds every partial sum exactly while sum|w_int| * 255 < 2**24; past that (strong
-downscales) the pass runs in float64, which is exact for any size this code meets.
+On the CPU (where frames are decoded) ``resize_uint8`` calls that kernel itself
+(``F.interpolate(..., mode="bicubic", antialias=True)`` on uint8): equal to the goldens and to
+the implementation below on every size tested (tests/test_media.py), with or without AVX2, and
+6-14x faster (bench/resize.py). Elsewhere (uint8 antialiased bicubic is a CPU-only kernel in
+torch) the same integer pipeline runs as small dense matmuls over blocks of output pixels, on
+integer-valued floats. float32 holds every partial sum exactly while sum|w_int| * 255 < 2**24;
+past that (strong downscales) the pass runs in float64, which is exact for any size this code
+meets.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import math
 from functools import lru_cache
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 _A = -0.5  # antialias=True cubic in torch (PIL's value); checked exact against the goldens
@@ -119,15 +125,44 @@ def resize_uint8(frames: Tensor, height: int, width: int,
                  crop: tuple[int, int, int, int] | None = None) -> Tensor:
     """Bicubic antialiased resize of uint8 (..., H, W) frames to (height, width), uint8 out.
 
-    ``crop = (top, left, crop_h, crop_w)`` returns only that window of the resized image, computing
-    only the pixels inside it (same values as resizing then cropping).
+    ``crop = (top, left, crop_h, crop_w)`` returns only that window of the resized image (same
+    values as resizing then cropping).
     """
+    if frames.dtype != torch.uint8:
+        raise TypeError(f"resize_uint8 expects uint8 frames, got {frames.dtype}")
+    top, left, ch, cw = crop if crop is not None else (0, 0, height, width)
+    if not (0 <= top and top + ch <= height and 0 <= left and left + cw <= width):
+        raise ValueError(f"crop {crop} outside the {height}x{width} resized image")
+    if frames.device.type == "cpu" and frames.numel():
+        return _resize_torch(frames, height, width, (top, left, ch, cw))
+    return resize_uint8_matmul(frames, height, width, crop)
+
+
+def _resize_torch(frames: Tensor, height: int, width: int,
+                  crop: tuple[int, int, int, int]) -> Tensor:
+    """torch's own uint8 kernel over (N, C, H, W) views, in chunks of bounded size."""
+    top, left, ch, cw = crop
+    in_h, in_w = frames.shape[-2], frames.shape[-1]
+    lead = frames.shape[:-3] if frames.dim() >= 3 else ()
+    planes = frames.reshape(-1, frames.shape[-3] if frames.dim() >= 3 else 1, in_h, in_w)
+    out = torch.empty(planes.shape[0], planes.shape[1], ch, cw, dtype=torch.uint8)
+    step = max(1, _CHUNK_PIXELS // max(1, planes.shape[1] * in_h * in_w))
+    for p0 in range(0, planes.shape[0], step):
+        x = planes[p0:p0 + step]
+        if (in_h, in_w) != (height, width):
+            x = F.interpolate(x, size=(height, width), mode="bicubic", antialias=True)
+        out[p0:p0 + step] = x[..., top:top + ch, left:left + cw]
+    return out.reshape(*lead, *frames.shape[-3:-2], ch, cw) if frames.dim() >= 3 else out[0, 0]
+
+
+def resize_uint8_matmul(frames: Tensor, height: int, width: int,
+                        crop: tuple[int, int, int, int] | None = None) -> Tensor:
+    """The same resize as :func:`resize_uint8` on any device, by integer-exact matmuls; with a
+    ``crop`` it computes only the pixels inside the window."""
     if frames.dtype != torch.uint8:
         raise TypeError(f"resize_uint8 expects uint8 frames, got {frames.dtype}")
     in_h, in_w = frames.shape[-2], frames.shape[-1]
     top, left, ch, cw = crop if crop is not None else (0, 0, height, width)
-    if not (0 <= top and top + ch <= height and 0 <= left and left + cw <= width):
-        raise ValueError(f"crop {crop} outside the {height}x{width} resized image")
     lead = frames.shape[:-2]
     planes = frames.reshape(-1, in_h, in_w)
     out = torch.empty(planes.shape[0], ch, cw, dtype=torch.uint8, device=frames.device)

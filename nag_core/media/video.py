@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from fractions import Fraction
 
 import av
@@ -10,10 +11,15 @@ import torch
 
 from ..defaults import DECODE_TIMEOUT_S
 from ..errors import ConfigError, MediaError
-from ._container import check_file, open_input, stream_length, time_origin, video_stream
-from .frames import StreamCollector, VideoClip, check_long_enough, check_times, exact_seconds
+from ._container import (announced_video_length, check_file, open_input, stream_length,
+                         time_origin, video_stream)
+from .frames import (StreamCollector, VideoClip, check_long_enough, check_times, emit_warning,
+                     exact_seconds, shortfall_warning)
 
 _SEEK_BACKOFF_S = (0.0, 1.0, 5.0, 30.0)  # then from the beginning
+# Containers round their announced length (a frame or two, audio longer than the picture):
+# frames that stop within this much of it are not called damaged.
+_TRUNCATION_SLACK_S = 0.25
 
 
 def _rotation_ccw(frame, stream) -> int:
@@ -72,6 +78,7 @@ def decode_video(path, start: float = 0.0, duration: float | None = 8.0, *,
         stream.thread_type = "AUTO"
         origin = time_origin(container)
         length = stream_length(container, stream)
+        announced = announced_video_length(container, stream)
         rate = stream.average_rate or stream.guessed_rate
     finally:
         container.close()
@@ -80,35 +87,68 @@ def decode_video(path, start: float = 0.0, duration: float | None = 8.0, *,
                           f"{length:.3f} s long. Use a start below {length:.3f} s.")
     target = origin + t_start
     col = StreamCollector(duration, official_float_times)
-    decoded, rotation, last_t = _decode_into(p, target, col)
+    run = _decode_into(p, target, col)
     if col.frames_seen == 0:
-        if decoded == 0:
+        if run.decoded == 0:
             raise MediaError(f"no frame could be decoded from {p}: the video stream is empty or "
                              f"damaged. Re-export the video.")
-        end = float(last_t - origin) if last_t is not None else length
+        end = float(run.last_t - origin) if run.last_t is not None else length
         raise ConfigError(f"start {float(start):g} s is past the end of the video: {p.name} is "
                           f"{end:.3f} s long. Use a start below that.")
     clip, sync, eff = col.finish()
     check_long_enough(eff, float(start), f"{p.name}")
     w, h = col.size
-    return VideoClip(clip, sync, eff, float(start), float(rate) if rate else 0.0, (w, h), rotation,
-                     str(p), None if duration is None else float(duration), decoded)
+    requested = None if duration is None else float(duration)
+    end = float(run.last_t - origin) if run.last_t is not None else None
+    warning = shortfall_warning(p.name, eff, requested, float(start), end, run.reached_end,
+                                _damage(run, end, announced, rate))
+    emit_warning(warning)
+    return VideoClip(clip, sync, eff, float(start), float(rate) if rate else 0.0, (w, h),
+                     run.rotation, str(p), requested, run.decoded, warning)
+
+
+def _damage(run: "_Decoded", end: float | None, length: float | None, rate) -> str | None:
+    """What was wrong with the file, judged after decoding: a decoder error, or frames that stop
+    well before the length the container announces (a file whose copy did not finish)."""
+    if run.error is not None:
+        at = f" at {end:.3f} s" if end is not None else ""
+        return f"the video stream could not be decoded past its frame{at} (FFmpeg: {run.error})"
+    if run.reached_end and end is not None and length is not None:
+        frame = 1.0 / float(rate) if rate else 0.04
+        if end + 2 * frame + _TRUNCATION_SLACK_S < length:
+            return (f"its frames stop at {end:.3f} s although the file says it is {length:.3f} s "
+                    "long: it is cut short or damaged")
+    return None
+
+
+@dataclass
+class _Decoded:
+    decoded: int = 0  # frames decoded, over all attempts
+    rotation: int = 0
+    last_t: Fraction | None = None  # presentation time of the last frame decoded
+    error: str | None = None  # an FFmpeg error after some frames (a damaged tail)
+    reached_end: bool = False  # demuxing ran to the end of the file (not stopped at the duration)
 
 
 def _decode_into(path, target: Fraction, col: StreamCollector):
-    """Seek to the keyframe at or before the target (backing off when a seek lands after it, and
-    finally reading from the beginning) and feed frames to the collector.
+    """Seek to the keyframe at or before the target (backing off when a seek lands after it or
+    yields no frame at all, as in an MPEG-TS with a single keyframe, and finally reading from the
+    beginning) and feed frames to the collector.
     Returns (frames decoded, rotation, last frame time seen)."""
     deadline = time.monotonic() + DECODE_TIMEOUT_S
     decoded = 0
     rotation = None
     last_t = None
+    error = None
+    reached_end = False
     backoffs = [target - Fraction(b) for b in _SEEK_BACKOFF_S if target - b > 0] + [None]
     for seek_to in backoffs:
         container = open_input(path, "video")  # fresh state per attempt: no rewind needed
         stream = video_stream(container, path)
         stream.thread_type = "AUTO"
         landed_late = False
+        decoded_before = decoded
+        stopped = False  # by the collector, at the end of the requested duration
         try:
             if seek_to is not None:
                 try:
@@ -131,15 +171,21 @@ def _decode_into(path, target: Fraction, col: StreamCollector):
                     return _frame_tensor(frame, rotation)
 
                 if not col.offer(t - target, upright):
+                    stopped = True
                     break
         except av.FFmpegError as e:
             if decoded == 0:
                 raise MediaError(f"the video stream of {path} cannot be decoded (FFmpeg: "
                                  f"{e.strerror or e}); the file is damaged or truncated. "
                                  f"Re-export it.") from None
-            # a damaged tail: keep what was decoded, as a player would; truncation handles length
+            # a damaged tail: keep what was decoded, as a player would; truncation handles
+            # the length and the clip's warning says why it is short
+            error = str(e.strerror or e)
+            stopped = True
         finally:
             container.close()
-        if not landed_late:
+        seek_found_nothing = seek_to is not None and decoded == decoded_before
+        if not (landed_late or seek_found_nothing):
+            reached_end = not stopped
             break
-    return decoded, rotation or 0, last_t
+    return _Decoded(decoded, rotation or 0, last_t, error, reached_end)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .rope import apply_rope
+from .rope import apply_rope, build_table
 
 LN_EPS = 1e-5  # nn.LayerNorm's default, no affine parameters in this network
 
@@ -212,6 +212,9 @@ class TimestepEmbedder(nn.Module):
         self.register_buffer("freqs", self.frequencies(), persistent=False)
 
     def frequencies(self, device=None) -> Tensor:
+        return build_table(self._frequencies, device)
+
+    def _frequencies(self, device: torch.device) -> Tensor:
         size = self.frequency_embedding_size
         exponent = torch.arange(0, size, 2, dtype=torch.float32, device=device) / size
         return (10000.0 / self.max_period) / (10000.0 ** exponent)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import WeightsError
-from .state_dict import check_keys
+from .state_dict import check_finite, check_keys
 
 # Head counts cannot be read from weights (q, k and v are packed into one matrix). The released
 # models use 64-channel heads everywhere except the CLIP ViT-H vision tower (80-channel heads);
@@ -67,6 +67,7 @@ def load_strict(model: nn.Module, sd: Mapping[str, Tensor], *, what: str, source
     """Strict load (``what``: the model, for messages; ``source``: where ``sd`` came from);
     ``assign`` lets a meta-device model take the file's tensors without a second copy."""
     check_keys(sd, model.state_dict(), what=what, source=source)
+    check_finite(sd, source=source)
     if dtype is None:  # keep the file's precision (the released files are float32)
         dtype = next((v.dtype for v in sd.values() if v.is_floating_point()), torch.float32)
     sd = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in sd.items()}

@@ -17,7 +17,7 @@ from ..defaults import SYNC_TOKENS_PER_SEGMENT
 from ..errors import ConfigError
 from .blocks import (MLP, ChannelLastConv1d, ConvMLP, FinalBlock, JointBlock, SingleBlock,
                      TimestepEmbedder)
-from .rope import nearest_exact_indices, rope_table
+from .rope import build_table, nearest_exact_indices, rope_table
 from .variants import NetworkConfig, SequenceLengths, sequence_lengths
 
 # Non-persistent tables that old files may still carry; the official loader deletes them.
@@ -79,6 +79,12 @@ class ControlResiduals:
 
 ControlHook = Callable[[Tensor, Tensor, Tensor, Tensor], ControlResiduals]
 """``control(h0, extended_c, global_c, latent_rot) -> ControlResiduals``."""
+
+
+def _repeat_rows(x: Tensor, rows: int) -> Tensor:
+    """x (b, ...) tiled along the batch to ``rows`` (a multiple of b) rows: [x, x, ...]."""
+    k = rows // x.shape[0]
+    return x if k == 1 else x.repeat(k, *([1] * (x.dim() - 1)))
 
 
 def _add_rows(x: Tensor, rows: slice, residual: Optional[Tensor]) -> Tensor:
@@ -190,9 +196,11 @@ class MMAudioNetwork(nn.Module):
         dev = self.latent_mean.device
         n, nc, ns = self._lengths.latent, self._lengths.clip, self._lengths.sync
         hd = self._config.head_dim
-        self.register_buffer("latent_rot", rope_table(n, hd, device=dev), persistent=False)
-        self.register_buffer("clip_rot", rope_table(nc, hd, freq_scaling=n / nc, device=dev),
+        self.register_buffer("latent_rot", build_table(lambda d: rope_table(n, hd, device=d), dev),
                              persistent=False)
+        self.register_buffer(
+            "clip_rot", build_table(lambda d: rope_table(nc, hd, freq_scaling=n / nc, device=d),
+                                    dev), persistent=False)
         self.register_buffer("sync_index", nearest_exact_indices(ns, n, device=dev),
                              persistent=False)
         self.t_embed.register_buffer("freqs", self.t_embed.frequencies(device=dev),
@@ -281,25 +289,34 @@ class MMAudioNetwork(nn.Module):
     # ----------------------------------------------------------------- flow
     def conditioning_vectors(self, t: Tensor, conditions: Conditions) -> tuple[Tensor, Tensor]:
         """global_c (B, 1, D) = t_embed(t) + global_cond_mlp(clip_f_c + text_f_c);
-        extended_c (B, N, D) = global_c + sync_f."""
+        extended_c (B, N, D) = global_c + sync_f. ``t`` is (B,), or (B / k,) when the batch is
+        k branches of the same rows (embedded once, repeated), or a single time (1,)."""
         global_c = self.global_cond_mlp(conditions.clip_f_c + conditions.text_f_c)
-        global_c = (self.t_embed(t) + global_c).unsqueeze(1)
+        t_emb = self.t_embed(torch.as_tensor(t, device=global_c.device).reshape(-1))
+        global_c = (_repeat_rows(t_emb, global_c.shape[0]) + global_c).unsqueeze(1)
         return global_c, global_c + conditions.sync_f
 
     def predict_flow(self, latent: Tensor, t: Tensor, conditions: Conditions,
                      control: Optional[ControlHook] = None) -> Tensor:
-        """Velocity (B, N, latent_dim) at x_t = ``latent`` (normalized space), time t (B,) or
-        scalar. ``control`` is an optional ControlNet hook (see :class:`ControlResiduals`)."""
+        """Velocity (k·B, N, latent_dim) at x_t = ``latent`` (B, N, latent_dim, normalized space),
+        time t (B,) or scalar, for conditions of batch k·B: with k > 1 the latent is shared by k
+        stacked branches (row j·B + i of the output is branch j on latent row i), as the
+        guidance branches share x_t. What depends only on x_t and t (the audio input projection,
+        the timestep embedding) is then computed once per latent row, not once per branch.
+        ``control`` is an optional ControlNet hook (see :class:`ControlResiduals`)."""
         b, n = latent.shape[0], latent.shape[1]
         if n != self.latent_seq_len:
             raise ConfigError(f"latent has {n} tokens but the network is set to "
                               f"{self.duration:g} s ({self.latent_seq_len} tokens)")
-        if conditions.batch_size != b:
-            raise ConfigError(f"conditions have batch {conditions.batch_size}, latent has {b}")
-        t = torch.as_tensor(t, device=latent.device)
-        t = t.reshape(-1).expand(b) if t.numel() == 1 else t.reshape(b)
+        rows = conditions.batch_size
+        if rows % b:
+            raise ConfigError(f"conditions have batch {rows}, latent has {b}: the conditions "
+                              "must be the latent's batch or k stacked branches of it")
+        t = torch.as_tensor(t, device=latent.device).reshape(-1)
+        if t.numel() not in (1, b, rows):
+            raise ConfigError(f"t has {t.numel()} values for a latent of batch {b}")
 
-        x = self.audio_input_proj(latent.to(self.dtype))
+        x = _repeat_rows(self.audio_input_proj(latent.to(self.dtype)), rows)
         global_c, extended_c = self.conditioning_vectors(t, conditions)
         residuals = None
         if control is not None:

@@ -21,7 +21,7 @@ from ..checkpoint import (SAFETENSORS_EXT, read_state_dict, source_name, write_s
                           write_torch)
 from ..errors import ConfigError, WeightsError
 from .network import STALE_KEYS, MMAudioNetwork
-from .state_dict import check_keys, describe
+from .state_dict import check_finite, check_keys, describe
 from .variants import MODES, NetworkConfig, variant_name
 
 ANCHOR = "audio_input_proj.0.weight"
@@ -129,6 +129,7 @@ def load_network(source, *, expect_mode: Optional[str] = None,
     with torch.device("meta"):
         net = MMAudioNetwork(config, duration=duration)
     _check_keys(sd, net, source)
+    check_finite(sd, source=source)
     target = dtype or torch.float32
     net.load_state_dict({k: v.to(target) for k, v in sd.items()}, strict=True, assign=True)
     net._build_tables()  # the non-persistent tables were built on the meta device

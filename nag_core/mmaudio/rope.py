@@ -3,8 +3,22 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import Tensor
+
+
+def build_table(build: Callable[[torch.device], Tensor],
+                device: torch.device | str | None = None) -> Tensor:
+    """``build(device)`` on ``device`` (None: the current default device), except that a table
+    for the meta device is built on the CPU and then moved: torch's meta ``arange`` runs its
+    Python reference, which imports torch._dynamo and sympy (800 modules, ~1 s, ~67 MiB) into
+    every process that builds a network on meta before loading its weights."""
+    target = torch.empty(0, device=device).device
+    if target.type != "meta":
+        return build(target)
+    return build(torch.device("cpu")).to(target)
 
 
 def rope_table(length: int, dim: int, theta: float = 10000.0, freq_scaling: float = 1.0,
@@ -41,7 +55,9 @@ def nearest_exact_indices(n_in: int, n_out: int, device: torch.device | str | No
     what the checkpoints were trained with; the exact rational formula differs in a few places
     (192 -> 345 at i = 57 and 172). Computing the map once also makes it device independent.
     """
-    scale = torch.tensor(n_in, dtype=torch.float32) / torch.tensor(n_out, dtype=torch.float32)
-    pos = torch.arange(n_out, dtype=torch.float32) + 0.5
+    cpu = torch.device("cpu")  # explicit: also under a default-device context
+    scale = (torch.tensor(n_in, dtype=torch.float32, device=cpu)
+             / torch.tensor(n_out, dtype=torch.float32, device=cpu))
+    pos = torch.arange(n_out, dtype=torch.float32, device=cpu) + 0.5
     idx = torch.floor(pos * scale).to(torch.int64).clamp_(max=n_in - 1)
-    return idx.to(device) if device is not None else idx
+    return build_table(lambda d: idx.to(d), device)

@@ -61,7 +61,12 @@ class MPConv1D(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int):
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size))
+        weight = torch.empty(out_channels, in_channels, kernel_size)
+        # randn's values (the same as normal_ on empty), skipped on the meta device where torch's
+        # Python reference would import torch._dynamo and sympy; a loaded file replaces them.
+        if weight.device.type != "meta":
+            weight.normal_()
+        self.weight = nn.Parameter(weight)
 
     def forward(self, x: Tensor, gain: Tensor | None = None) -> Tensor:
         w = self.weight if gain is None else self.weight * gain

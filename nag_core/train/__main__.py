@@ -7,9 +7,12 @@ import logging
 import sys
 from pathlib import Path
 
+import torch
+
 
 from ..errors import ConfigError, NAGFoleyError
-from .distributed import DEFAULT_TIMEOUT_MINUTES
+from .distributed import DEFAULT_TIMEOUT_MINUTES, World, world_from_env
+from .evaluate import DEFAULT_BETAS, DEFAULT_PROMPT
 from .data import DEFAULT_SEGMENT_SECONDS
 from .ema import DEFAULT_SIGMA_RELS
 from .extract import DEFAULT_COND_LUFS
@@ -103,7 +106,7 @@ def _config(a) -> TrainConfig:
 def _run_extract(a, progress: bool) -> None:
     from ..weights import find_model_files
     from .data import discover
-    from .distributed import rank_device, world_from_env
+    from .distributed import rank_device
     from .extract import ModelSegmentEncoder, extract
 
     world = world_from_env()
@@ -119,8 +122,6 @@ def _run_extract(a, progress: bool) -> None:
 
 def _run_fit(a, progress: bool) -> None:
     from .loop import fit
-
-    from .distributed import world_from_env
 
     world = world_from_env()
     result = fit(a.cache, a.models, a.out, _config(a), variant=a.variant, resume=a.resume,
@@ -143,6 +144,47 @@ def _run_synth(a) -> None:
     print(f"post-hoc EMA (sigma_rel {a.sigma_rel:g}) written to {path}")
 
 
+def _run_evaluate(a, progress: bool) -> None:
+    import json
+
+    from ..atomic import write_text
+    from ..controlnet import load_controlnet
+    from ..weights import find_model_files, load_model_files
+    from .distributed import rank_device
+    from .evaluate import evaluate, format_report, load_clap, plan_pairs, summarize
+    from .loop import FINAL_NAME, ema_file_name
+
+    run = Path(a.run)
+    if a.controlnet:
+        cn_path = Path(a.controlnet)
+    else:
+        ema = run / ema_file_name(0.05)
+        cn_path = ema if ema.is_file() else run / FINAL_NAME
+    if not cn_path.is_file():
+        raise ConfigError(f"no ControlNet weights at {cn_path}; pass --run the folder `fit` "
+                          "wrote (it holds controlnet.safetensors) or --controlnet FILE")
+    pairs, skipped = plan_pairs(a.data, a.segment_seconds, a.pairs)  # before loading weights
+    device = rank_device(a.device, World())
+    model = load_model_files(find_model_files(a.models, a.variant), device=device,
+                             dtype=torch.float32)
+    model.network.set_duration(a.segment_seconds)
+    controlnet = load_controlnet(cn_path, model.network)
+    clap, clap_note = load_clap(a.clap_checkpoint, device)
+    scores = evaluate(model, controlnet, pairs, seconds=a.segment_seconds, betas=a.betas,
+                      steps=a.steps, seed=a.seed, prompt=a.prompt, clap=clap,
+                      progress=progress)
+    summary = summarize(scores, a.bootstrap, a.seed)
+    notes = [clap_note] + [f"unusable clip: {s}" for s in skipped[:20]]
+    header = (f"separation check of {cn_path}: {len(pairs)} pairs of adjacent "
+              f"{a.segment_seconds:g} s segments from {a.data}, {a.steps} Euler steps")
+    print(format_report(summary, header, notes))
+    if a.out:
+        write_text(Path(a.out), json.dumps({"controlnet": str(cn_path), "pairs": len(pairs),
+                                            "steps": a.steps, "summary": summary,
+                                            "notes": notes}, indent=1))
+        print(f"report written to {a.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m nag_core.train",
                                      description="Train the NAG ControlNet on your own clips.")
@@ -160,6 +202,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sigma-rel", type=float, default=0.05)
     p.add_argument("--step", type=int, default=None, help="EMA at this step (default: last)")
     p.add_argument("--output", default=None, help="file to write (default in --out)")
+    p = sub.add_parser(
+        "evaluate", help="does the ControlNet separate tracks? (your held-out clips)",
+        description="Generate step 2 for pairs of adjacent segments of held-out clips against "
+                    "x_cond = the next segment's audio at -20 LUFS, with independent CFG, "
+                    "negative prompting (clips with captions) and NAG at each beta from the same "
+                    "noise, and report how much closer to / further from x_cond each track is "
+                    "than the independent one (spectral-envelope similarity; CLAP audio-audio "
+                    "cosine with --clap-checkpoint when laion_clap is installed), with bootstrap "
+                    "confidence intervals.")
+    p.add_argument("--run", required=True, help="the run folder given to fit")
+    p.add_argument("--controlnet", default=None,
+                   help="ControlNet file (default: the run's EMA sigma 0.05, else its final "
+                        "controlnet.safetensors)")
+    p.add_argument("--data", required=True,
+                   help="held-out clips: a folder or a .csv/.tsv list (as for extract)")
+    p.add_argument("--models", required=True, help="folder with the MMAudio weight files")
+    p.add_argument("--variant", default="small_16k")
+    p.add_argument("--segment-seconds", type=float, default=DEFAULT_SEGMENT_SECONDS)
+    p.add_argument("--pairs", type=int, default=50, help="at most this many pairs")
+    p.add_argument("--steps", type=int, default=25, help="Euler steps per track")
+    p.add_argument("--betas", type=float, nargs="+", default=list(DEFAULT_BETAS))
+    p.add_argument("--prompt", default=None,
+                   help="the step-2 prompt for every pair (default: each clip's caption, or "
+                        f"{DEFAULT_PROMPT!r}); with it, negative prompting with the captions "
+                        "as the earlier track's words is compared too")
+    p.add_argument("--seed", type=int, default=0, help="noise of pair i: seed + i")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
+    p.add_argument("--clap-checkpoint", default=None,
+                   help="local LAION-CLAP checkpoint (needs `pip install laion_clap`; never "
+                        "downloaded)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default=None, help="also write the report as JSON here")
+    p.add_argument("--no-progress", action="store_true")
     p = sub.add_parser("run", help="extract, then fit")
     _add_extract_args(p)
     _add_fit_args(p, with_cache=False)
@@ -178,6 +253,8 @@ def main(argv=None) -> int:
             _run_fit(args, progress)
         elif args.command == "synthesize-ema":
             _run_synth(args)
+        elif args.command == "evaluate":
+            _run_evaluate(args, progress)
         else:
             _run_extract(args, progress)
             _run_fit(args, progress)
@@ -185,6 +262,8 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        if not world_from_env().is_main:  # every process gets the Ctrl-C; one says so
+            return 130
         print("interrupted; `fit --resume` continues from the last checkpoint, `extract` "
               "encodes only what is not cached yet", file=sys.stderr)
         return 130

@@ -160,6 +160,8 @@ class Trainer:
             network.set_duration(data.segment_seconds)
         self.data = data
         self._check_data()
+        if self.device.type == "cuda":
+            data.pin()  # before the split, so training and held-out pairs share one copy
         self.data, self.val_data = self._split(data)
         torch.manual_seed(config.seed)  # only "random" init draws from the global generator
         cn_config = ControlNetConfig(num_blocks=config.num_blocks, init_source=config.init_source)
@@ -175,8 +177,6 @@ class Trainer:
                     if config.ema_every > 0 and world.is_main else None)
         self.sampler = PairSampler(len(self.data), config.seed)
         self.step = 0
-        if self.device.type == "cuda":
-            self.data.pin()
 
     @property
     def global_batch(self) -> int:

@@ -4,14 +4,15 @@ Each clip shows 2-3 sound objects out of four, each with a visual and a sound si
 object shares, and with events synchronised to the picture:
 
 * ``ball``: a white disk bouncing in the top-left quadrant, an orange splash on the floor at
-  each contact; a click (2.5-4 kHz noise burst) at each floor contact;
+  each contact; a thud at each floor contact (harmonics 7-11 of 62.5 Hz, 437-688 Hz, 0.16 s);
 * ``lamp``: a square in the top-right quadrant, bright yellow while lit (and lighting the room
   with a broad glow); a beep around 1 kHz (harmonics 14-19 of 62.5 Hz, 875-1187.5 Hz) while lit;
 * ``fan``: three spinning blue blades in the bottom-right quadrant; a 125 Hz (+250 Hz) hum;
 * ``rain``: cyan streaks falling in the bottom-left quadrant; 5-7 kHz band-limited noise.
 
-:mod:`nag_core.world.scene` renders clips; :mod:`nag_core.world.detectors` measures the sound
-signatures in a waveform or log-mel without any learned model.
+:mod:`nag_core.world.scene` renders clips (the demo shows one). The model-free detectors that
+measure the sound signatures, and the training of the world's models, are benchmark code
+(bench/world), not part of the installed package.
 """
 
 from .scene import OBJECTS, CAPTIONS, Clip, render_clip, sample_objects  # noqa: F401

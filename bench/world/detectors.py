@@ -18,8 +18,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from ..mmaudio.mel import mel_converter, mel_params
-from .scene import BANDS, OBJECTS, SAMPLE_RATE
+from nag_core.mmaudio.mel import mel_converter, mel_params
+from nag_core.world.scene import BANDS, OBJECTS, SAMPLE_RATE
 
 LIT_MARGIN = 0.06  # s around lamp switches left out (VAE/mel smear edges)
 CLICK_WINDOW = 0.05  # s after a contact where its click must be
