@@ -151,8 +151,10 @@ def test_text_nag_is_in_the_one_registry_and_auto_without_a_controlnet():
 
 @pytest.fixture(scope="module")
 def world():
-    from nag_core.world.assets import load_world_model, world_video
-    model, _controlnet = load_world_model()
+    from bench.world.evaluate import load_model_set
+    from bench.world.export import world_video
+    from nag_core.world.assets import world_models_dir
+    model, _controlnet = load_model_set(world_models_dir())
     _, clip = world_video(10_001)
     from nag_core.pipeline import FoleySession
     session = FoleySession(model, clip)
