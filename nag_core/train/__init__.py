@@ -1,4 +1,4 @@
-"""ControlNet training for NAG (design: NAG_CONTROLNET.md §4). ``python -m nag_core.train``.
+"""ControlNet training for NAG (the design: README.md, "Training a ControlNet"). ``python -m nag_core.train``.
 
 extract (data folder -> latent/feature cache), fit (cache -> ControlNet), synthesize-ema
 (post-hoc EMA of any width from the saved snapshots), run (extract + fit).
