@@ -6,6 +6,7 @@ import os
 
 import torch
 
+from nag_core import defaults
 from nag_core.errors import ConfigError
 from nag_core.media import mux_audio_into_video, write_audio
 from nag_core.resample import resample
@@ -16,7 +17,6 @@ from .values import CATEGORY, CHAIN, VIDEO, track_from_audio
 
 FORMATS = {"flac": (".flac", "pcm16"), "wav 16-bit": (".wav", "pcm16"),
            "wav 32-bit float": (".wav", "float")}
-VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm"}
 SCORED_CLIP, WHOLE_VIDEO = "scored clip", "whole video"
 
 
@@ -134,7 +134,7 @@ class SaveVideoWithAudio:
             raise ConfigError("this clip was made from frames, not a file, so there is no video "
                               "to copy: use the core CreateVideo + SaveVideo nodes with the mix")
         suffix = os.path.splitext(video.path)[1].lower()
-        suffix = suffix if suffix in VIDEO_SUFFIXES else ".mp4"
+        suffix = suffix if suffix in defaults.VIDEO_SUFFIXES else ".mp4"
         track = track_from_audio(audio)
         folder, name, counter, subfolder = host.save_path(filename_prefix)
         counter = _free_name(folder, name, counter, [suffix])

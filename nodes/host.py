@@ -27,9 +27,12 @@ from typing import Iterator, Optional
 
 import torch
 
+from nag_core import defaults
+
 MODEL_KEY = "mmaudio"  # models/mmaudio: the folder kijai's MMAudio pack uses too
 WEIGHT_EXTENSIONS = {".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".sft"}
-VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".gif", ".mpg", ".mpeg"}
+# The file picker also lists GIFs (PyAV reads them; training discovery leaves them out).
+VIDEO_EXTENSIONS = frozenset(defaults.VIDEO_INPUT_SUFFIXES) | {".gif"}
 
 
 log = logging.getLogger("nag_foley")

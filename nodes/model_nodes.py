@@ -8,6 +8,7 @@ import torch
 
 import logging
 
+from nag_core import defaults
 from nag_core.controlnet import load_controlnet
 from nag_core.errors import ConfigError
 from nag_core.mmaudio.tokenizer import VOCAB_NAMES
@@ -26,7 +27,6 @@ PARTS = ("network", "vae", "vocoder", "synchformer", "clip")
 OFFICIAL_FILES = {f.relpath: f for f in [*NETWORK_FILES.values(), *VAE_FILES.values(),
                                          *VOCODER_FILES.values(), SYNCHFORMER_FILE, CLIP_FILE]}
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 # The official file each combo preselects when it is present (first match wins).
 PREFERRED = {
@@ -53,15 +53,9 @@ def combo(kind: str, tooltip: str):
 
 
 def resolve_precision(choice: str, device: torch.device) -> torch.dtype:
-    """"auto": bf16 on CUDA when supported (MMAudio's own default), float32 elsewhere (CPU
-    bf16 matmuls are slow and CPU fp16 is not worth it)."""
-    if choice == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
-    if choice not in PRECISIONS:
-        raise ConfigError(f"unknown precision {choice!r}; use auto, {', '.join(PRECISIONS)}")
-    return PRECISIONS[choice]
+    """The node's precision widget through the one rule of nag_core.defaults.resolve_dtype
+    ("auto": bf16 on CUDA when supported, float32 elsewhere)."""
+    return defaults.resolve_dtype(choice, device)
 
 
 def _find_vocab(clip_path: Path) -> Path | None:
