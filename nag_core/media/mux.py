@@ -80,15 +80,26 @@ def _covers_whole_video(src, start: float, seconds: float) -> bool:
     return start < frame / 2 and length is not None and seconds >= length - frame / 2
 
 
-def _write_segment(src, tmp, wave: torch.Tensor, rate: int, codec: str, start: Fraction) -> None:
-    """The segment [start, start + audio length) with its picture re-encoded, audio from 0."""
+def _open_source(src, start: Fraction):
+    """The opened source, its video stream, its time origin and its length (s, or None), after
+    checking that ``start`` lies inside it. The caller closes the container."""
     inp = open_input(src, "video")
     try:
         vin = video_stream(inp, src)
-        origin = time_origin(inp)
         length = stream_length(inp, vin)
         if length is not None and float(start) >= length:
-            raise ConfigError(f"start {float(start):g} s is past the end of the video ({length:.3f} s)")
+            raise ConfigError(f"start {float(start):g} s is past the end of the video "
+                              f"({length:.3f} s)")
+        return inp, vin, time_origin(inp), length
+    except BaseException:
+        inp.close()
+        raise
+
+
+def _write_segment(src, tmp, wave: torch.Tensor, rate: int, codec: str, start: Fraction) -> None:
+    """The segment [start, start + audio length) with its picture re-encoded, audio from 0."""
+    inp, vin, origin, length = _open_source(src, start)
+    try:
         end = start + Fraction(wave.shape[-1], rate)
         with av.open(str(tmp), "w") as dst:
             vout = _reencode_stream(dst, vin)
@@ -140,13 +151,8 @@ def _keep_picture_facts(vin, vout, keep_tag: bool) -> None:
 
 def _write(src, out, tmp, wave: torch.Tensor, rate: int, codec: str, start: Fraction,
            keep_tag: bool) -> None:
-    inp = open_input(src, "video")
+    inp, vin, origin, length = _open_source(src, start)
     try:
-        vin = video_stream(inp, src)
-        origin = time_origin(inp)
-        length = stream_length(inp, vin)
-        if length is not None and float(start) >= length:
-            raise ConfigError(f"start {float(start):g} s is past the end of the video ({length:.3f} s)")
         if length is not None:  # keep the video's length: cut audio that runs past its end
             wave = wave[:, :max(0, int(math.floor((length - float(start)) * rate)))]  # before the lead-in
         with av.open(str(tmp), "w") as dst:
