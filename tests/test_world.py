@@ -5,7 +5,8 @@ import pytest
 
 from nag_core.errors import ConfigError
 from bench.world.detectors import aa_similarity, log_mel, signature_report
-from nag_core.world.scene import CAPTIONS, SIZE, render_clip, training_caption
+from nag_core.world.scene import (BALL_FADE, BALL_LEVEL, BALL_SECONDS, BANDS, CAPTIONS, SIZE,
+                                  render_clip, training_caption)
 
 
 @pytest.fixture(scope="module")
@@ -95,14 +96,24 @@ def test_captions_mostly_name_one_audible_object():
     assert {training_caption(("rain",), rng) for _ in range(5)} == {"rain falls"}
 
 
-def test_ball_knocks_at_every_contact_and_is_silent_between():
+def test_ball_sounds_for_its_interval_after_every_contact_and_is_silent_between():
     c = render_clip(6, ("ball",), 4.0)
-    env = np.abs(c.tracks["ball"])
-    for t in c.contacts[c.contacts < 3.8]:
-        i = int(round(t * c.sample_rate))
-        assert env[i + 16:i + 400].max() > 0.2  # the knock within 25 ms of the contact
-    far = np.min(np.abs(np.arange(len(env))[:, None] / c.sample_rate - c.contacts[None]), 1)
-    assert env[far > 0.2].max() == 0.0  # nothing more than 0.2 s from a contact
+    wave = c.tracks["ball"]
+    t = np.arange(len(wave)) / c.sample_rate
+    on = np.zeros(len(wave), dtype=bool)
+    for a, b in c.sounding:
+        on |= (t >= a) & (t < b)
+        inner = (t >= a + BALL_FADE) & (t < b - BALL_FADE)
+        # the tone holds (RMS of a steady sum of 5 unit-power harmonics at BALL_LEVEL)
+        assert np.sqrt(np.mean(wave[inner] ** 2)) > 0.5 * BALL_LEVEL
+        assert b - a == pytest.approx(min(BALL_SECONDS, c.duration - a))
+    assert len(c.sounding) == int((c.contacts < c.duration).sum()) > 2
+    assert np.abs(wave[~on]).max() == 0.0  # silent between bounces
+    # its band: nearly all of its energy between 400 and 720 Hz
+    spec = np.abs(np.fft.rfft(wave)) ** 2
+    f = np.fft.rfftfreq(len(wave), 1 / c.sample_rate)
+    lo, hi = BANDS["ball"]
+    assert spec[(f >= lo) & (f <= hi)].sum() > 0.95 * spec.sum()
 
 
 def test_silent_objects_are_seen_not_heard():

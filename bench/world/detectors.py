@@ -5,8 +5,9 @@
   (gain-independent: a track twice as loud has the same shares);
 * ``lamp_sync_db(mel, clip)``: mean lamp-band power while the lamp is lit over while it is dark
   (dB);
-* ``ball_sync_db(mel, clip)``: mean ball-band power right after floor contacts over away from
-  contacts (dB): clicks at the right times, not just clicks;
+* ``ball_sync_db(mel, clip)``: mean ball-band power while the ball's sound plays (BALL_SECONDS
+  from each floor contact) over the power away from it (dB): bounces at the right times, not
+  just a tone;
 * ``aa_similarity(mel_a, mel_b)``: cosine of the band-energy envelopes of two tracks (all four
   object bands over time, 60 dB range), in the spirit of CLAP audio-audio similarity.
 """
@@ -22,8 +23,9 @@ from nag_core.mmaudio.mel import mel_converter, mel_params
 from nag_core.world.scene import BANDS, OBJECTS, SAMPLE_RATE
 
 LIT_MARGIN = 0.06  # s around lamp switches left out (VAE/mel smear edges)
-CLICK_WINDOW = 0.05  # s after a contact where its click must be
-AWAY = 0.12  # s from any contact counted as "away"
+# s around the ball's sound left out: about one latent frame (32 ms), so that a 0.2 s bounce
+# keeps 0.14 s of "on" frames and the gaps between bounces (>= 0.25 s) keep some "off" frames
+BALL_MARGIN = 0.03
 PRESENT_DB = 6.0  # sync contrast above which a signature counts as present
 RANGE_DB = 60.0
 
@@ -75,42 +77,38 @@ def share_db(mel: np.ndarray, obj: str) -> float:
     return float(10.0 * np.log10(band_power(mel, obj).sum() / (total + 1e-20) + 1e-20))
 
 
+def interval_frames(intervals, times: np.ndarray, margin: float) -> tuple[np.ndarray, np.ndarray]:
+    """(on, off) frame masks of [(start, end)] intervals, ``margin`` s left out around every
+    edge (the mel and the VAE smear edges)."""
+    on = np.zeros(len(times), dtype=bool)
+    near = np.zeros(len(times), dtype=bool)
+    for a, b in intervals:
+        on |= (times >= a) & (times < b)
+        near |= (np.abs(times - a) < margin) | (np.abs(times - b) < margin)
+    return on & ~near, ~on & ~near
+
+
 def lit_frames(clip, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(lit, dark) frame masks with LIT_MARGIN left out around every switch."""
-    lit = clip.lit_mask(times)
-    edges = [t for a, b in clip.lit for t in (a, b)]
-    near = np.zeros(len(times), dtype=bool)
-    for e in edges:
-        near |= np.abs(times - e) < LIT_MARGIN
-    return lit & ~near, ~lit & ~near
+    return interval_frames(clip.lit, times, LIT_MARGIN)
+
+
+def _contrast_db(power: np.ndarray, on: np.ndarray, off: np.ndarray) -> float:
+    if not on.any() or not off.any():
+        return float("nan")
+    return _ratio_db(power[on].mean(), power[off].mean())
 
 
 def lamp_sync_db(mel: np.ndarray, clip) -> float:
     """Mean lamp-band power while lit over while dark, in dB (nan without lit or dark)."""
-    times = frame_times(mel.shape[1])
-    lit, dark = lit_frames(clip, times)
-    if not lit.any() or not dark.any():
-        return float("nan")
-    power = band_power(mel, "lamp")
-    return _ratio_db(power[lit].mean(), power[dark].mean())
+    return _contrast_db(band_power(mel, "lamp"), *lit_frames(clip, frame_times(mel.shape[1])))
 
 
 def ball_sync_db(mel: np.ndarray, clip) -> float:
-    """Mean ball-band power within CLICK_WINDOW after contacts over the mean power of frames at
-    least AWAY from every contact, in dB."""
+    """Mean ball-band power while the ball sounds over while it does not, in dB (nan without
+    either)."""
     times = frame_times(mel.shape[1])
-    contacts = clip.contacts[clip.contacts < times[-1] - CLICK_WINDOW]
-    if len(contacts) == 0:
-        return float("nan")
-    power = band_power(mel, "ball")
-    dist = np.min(np.abs(times[:, None] - contacts[None, :]), axis=1)
-    away = dist >= AWAY
-    near = np.zeros(len(times), dtype=bool)
-    for c in contacts:
-        near |= (times >= c - 0.01) & (times <= c + CLICK_WINDOW)
-    if not away.any():
-        return float("nan")
-    return _ratio_db(power[near].mean(), power[away].mean())
+    return _contrast_db(band_power(mel, "ball"), *interval_frames(clip.sounding, times, BALL_MARGIN))
 
 
 def _ratio_db(a: float, b: float) -> float:

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from nag_core.controlnet import controlnet_flow
-from nag_core.world.scene import CAPTIONS, OBJECTS
+from nag_core.world.scene import CAPTIONS, OBJECTS, P_SILENT
 
 from . import models as M
 from . import train as T
@@ -111,7 +111,7 @@ def held_out_losses(model, cn, clips: int = 8, draws: int = 4, seed: int = 0) ->
     """Flow-matching MSE of the base (V_k, empty text) and of the ControlNet (V_k, empty text,
     x_cond = the other window at −20 LUFS, as in training) on unseen 8 s clips."""
     net = model.network
-    data = T.build_data(model, range(HELD_OUT_SEED, HELD_OUT_SEED + clips), 8.0, p_silent=0.1)
+    data = T.build_data(model, range(HELD_OUT_SEED, HELD_OUT_SEED + clips), 8.0, p_silent=P_SILENT)
     latents = T.latents_of(model.vae, data.mel)
     x1_all = net.normalize(latents)
     last = data.shifts - 1

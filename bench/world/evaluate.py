@@ -25,7 +25,7 @@ from nag_core.controlnet import load_controlnet, save_controlnet
 from nag_core.generation import sample_cfg, sample_nag, sample_negative_prompt, sample_text_nag
 from nag_core.guidance import negative_prompt_text
 from nag_core.world.assets import CONTROLNET_FILE
-from nag_core.world.scene import CAPTIONS
+from nag_core.world.scene import CAPTIONS, P_SILENT
 
 from .detectors import aa_similarity, log_mel, signature_report
 
@@ -54,7 +54,7 @@ class Settings:
     alpha: float = 4.5
     betas: tuple = (1.0, 1.5, 2.0, 3.0)  # NAG with the ControlNet
     text_betas: tuple = (1.5, 3.0)  # text NAG (training-free) and the oracle
-    p_silent: float = 0.1
+    p_silent: float = P_SILENT
     bootstrap: int = 2000
 
 

@@ -19,7 +19,7 @@ import torch
 
 from nag_core.media.audio import encode_frames
 
-from nag_core.world.scene import FPS, SAMPLE_RATE, render_clip, training_caption
+from nag_core.world.scene import FPS, P_SILENT, SAMPLE_RATE, render_clip, training_caption
 
 
 def write_clip_video(clip, path: Path) -> Path:
@@ -56,7 +56,7 @@ def world_video(seed: int, objects=("ball", "lamp"), duration: float = 4.0):
     return clip, frames_from_images(torch.from_numpy(clip.frames), FPS, 0.0, duration)
 
 
-def export(out: Path, clips: int, duration: float = 8.0, p_silent: float = 0.1,
+def export(out: Path, clips: int, duration: float = 8.0, p_silent: float = P_SILENT,
            first_seed: int = 0) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(first_seed)
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--clips", type=int, default=50)
     p.add_argument("--duration", type=float, default=8.0)
-    p.add_argument("--p-silent", type=float, default=0.1)
+    p.add_argument("--p-silent", type=float, default=P_SILENT)
     p.add_argument("--first-seed", type=int, default=0)
     a = p.parse_args(argv)
     paths = export(Path(a.out), a.clips, a.duration, a.p_silent, a.first_seed)
