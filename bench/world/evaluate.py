@@ -89,7 +89,8 @@ def write_model_set(folder: Path, model, controlnet=None) -> None:
     (folder / "WORLD_MODELS.txt").write_text(
         "Tiny MMAudio-layout models trained from scratch on the synthetic Foley world\n"
         "(nag_core.world) by `python -m bench.world.evaluate`. They only know the world's four\n"
-        "sounds (ball clicks, lamp beep around 1 kHz, fan hum, rain noise). Not real weights.\n")
+        "sounds (a 0.2 s tone at each ball bounce, lamp beep around 1 kHz, fan hum, rain noise).\n"
+        "Not real weights.\n")
 
 
 def ship_model_set(src: Path, dst: Path | None = None) -> Path:

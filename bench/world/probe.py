@@ -1,6 +1,7 @@
 """Do the frozen seeded encoders carry the picture? A linear probe (ridge regression, train on
 70 % of the clips, test on the rest) of the lamp's lit state and the ball's contact proximity
-from each CLIP frame feature (8 fps) and each Synchformer token (12.5 Hz).
+from each CLIP frame feature (8 fps) and each Synchformer token (12.5 Hz), and whether the
+ball's sound is playing (BALL_SECONDS from each contact).
 
     python -m bench.world.probe [--clips 40]
 """
@@ -38,11 +39,13 @@ def probe(clips: int = 40) -> dict:
             ("clip", data.clip_f.numpy(), (np.arange(32) + 0.5) / 8),
             ("sync", data.sync_f.numpy(),
              np.array([(8 * s + 2 * j + 1) / 25 for s in range(11) for j in range(8)]))):
-        for target in ("lamp_lit", "ball_near_floor"):
+        for target in ("lamp_lit", "ball_near_floor", "ball_sounding"):
             ys = []
             for c in data.clips:
                 if target == "lamp_lit":
                     ys.append(c.lit_mask(times))
+                elif target == "ball_sounding":
+                    ys.append(np.any([(times >= a) & (times < b) for a, b in c.sounding], axis=0))
                 else:
                     d = np.min(np.abs(times[:, None] - c.contacts[None, :]), axis=1)
                     ys.append(d < 0.08)
