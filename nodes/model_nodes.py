@@ -11,10 +11,10 @@ import logging
 from nag_core import defaults
 from nag_core.controlnet import load_controlnet
 from nag_core.errors import ConfigError
-from nag_core.mmaudio.tokenizer import VOCAB_NAMES
 from nag_core.smoke import is_smoke_file
 from nag_core.weights import (CLIP_FILE, NETWORK_FILES, SYNCHFORMER_FILE, VAE_FILES,
-                              VOCODER_FILES, ModelFiles, classify, load_model_files)
+                              VOCODER_FILES, ModelFiles, classify, find_vocab,
+                              load_model_files)
 
 from . import host
 from .messages import HIDDEN, node_title, reported_as
@@ -56,15 +56,6 @@ def resolve_precision(choice: str, device: torch.device) -> torch.dtype:
     """The node's precision widget through the one rule of nag_core.defaults.resolve_dtype
     ("auto": bf16 on CUDA when supported, float32 elsewhere)."""
     return defaults.resolve_dtype(choice, device)
-
-
-def _find_vocab(clip_path: Path) -> Path | None:
-    """The CLIP BPE vocabulary beside the CLIP weights or at the top of a model folder."""
-    for folder in [clip_path.parent] + [Path(f) for f in host.model_folders()]:
-        for name in VOCAB_NAMES:
-            if (folder / name).is_file():
-                return folder / name
-    return None  # load_tokenizer then tries an installed open_clip and explains what is missing
 
 
 def missing_files_message(chosen: dict) -> str | None:
@@ -157,7 +148,8 @@ class MMAudioLoader:
                                vocoder=paths["vocoder"], synchformer=paths["synchformer"],
                                clip=paths["clip"],
                                vocoder_config=config if config.is_file() else None,
-                               bpe_vocab=_find_vocab(paths["clip"]))
+                               bpe_vocab=find_vocab(paths["clip"], paths["network"],
+                                                    *host.model_folders()))
             model = load_model_files(files, device=host.placement(device, bool(offload)),
                                      dtype=dtype)
         smoke = smoke_parts(paths)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import sys
 import types
 import uuid
@@ -182,6 +183,27 @@ def test_kijai_fp16_safetensors_conversions_load(monkeypatch, tmp_path):
     assert fp16.sample_rate == 16000
     again = nodes()["NAGFoley_EncodeVideo"]().encode(fp16, clip)[0]
     torch.testing.assert_close(again.clip_f, features.clip_f, atol=5e-3, rtol=5e-3)
+
+
+def test_the_loader_finds_the_vocabulary_as_the_cli_does(monkeypatch, tmp_path):
+    """The loader node asks nag_core.weights.find_vocab (one rule for the CLI, the API and the
+    nodes): a set kept in a sub-folder with its vocabulary beside the network is tokenized with
+    that vocabulary, not with the one at the top of the folder."""
+    from nag_core.weights import find_vocab
+    root = use_workspace(monkeypatch)
+    dst = tmp_path / "mmaudio"
+    shutil.copytree(root / "models" / "mmaudio", dst)
+    (dst / "set").mkdir()
+    (dst / MODEL_FILES["network"]).rename(dst / "set" / MODEL_FILES["network"])
+    vocab = dst / "set" / "bpe_simple_vocab_16e6.txt.gz"
+    shutil.copy2(dst / vocab.name, vocab)
+    monkeypatch.setenv("NAGFOLEY_MODELS_DIR", str(dst))
+    picks = {**MODEL_FILES, "network": "set/" + MODEL_FILES["network"]}
+    assert nodes()["NAGFoley_MMAudioLoader"].INPUT_TYPES()["required"]["network"][0] == [
+        picks["network"]]
+    model = result(nodes()["NAGFoley_MMAudioLoader"]().load(**picks))[0]
+    assert model.model.tokenizer.vocab_path.resolve() == vocab.resolve()
+    assert find_vocab(dst / picks["clip"], dst / picks["network"], dst) == vocab
 
 
 def test_controlnet_for_another_model_is_a_clear_error(monkeypatch, tmp_path):
