@@ -212,7 +212,7 @@ def test_44k_model_outputs_44100(monkeypatch, tmp_path):
                                              "bigvgan_generator.pt")
     picks = {k: v[1]["default"] for k, v in spec.items() if k in MODEL_FILES}
     model = result(nodes()["NAGFoley_MMAudioLoader"]().load(**picks))[0]
-    clip = nodes()["NAGFoley_LoadVideo"]().load(DEMO_VIDEO, 0.0, 1.0)[0]
+    clip = result(nodes()["NAGFoley_LoadVideo"]().load(DEMO_VIDEO, 0.0, 1.0))[0]
     feats = nodes()["NAGFoley_EncodeVideo"]().encode(model, clip)[0]
     audio = result(nodes()["NAGFoley_NAGSampler"]().sample(model, feats, "rain", steps=2,
                                                             seed=3))[0]
@@ -239,11 +239,38 @@ def test_load_video_is_changed_follows_the_file(monkeypatch):
 
 def test_video_from_frames_takes_an_image_batch(monkeypatch):
     images = torch.rand(60, 32, 40, 3)
-    clip, duration = nodes()["NAGFoley_VideoFromFrames"]().convert(
+    out = nodes()["NAGFoley_VideoFromFrames"]().convert(
         fps=24.0, start_time=0.5, duration=1.5, images=images)
+    clip, duration = result(out)
     assert duration == pytest.approx(1.5)
     assert clip.clip_frames.shape[0] == 12 and clip.sync_frames.shape[0] == 37
     assert clip.path is None
+    assert clip.warning is None and out["ui"]["text"] == []  # an empty note clears an old one
+
+
+def test_a_short_source_is_a_note_on_the_video_nodes(monkeypatch):
+    """The MediaWarning of a clip shorter than asked is the node's note (``ui.text``), word for
+    word, not only a line in the server's console."""
+    from nag_core.errors import MediaWarning
+    from nag_core.media import decode_video
+    root = use_workspace(monkeypatch)
+    seconds = decode_video(root / "input" / DEMO_VIDEO, 0.0, None).duration
+    asked = seconds + 5.0
+    with pytest.warns(MediaWarning) as shown:
+        out = nodes()["NAGFoley_LoadVideo"]().load(DEMO_VIDEO, 0.0, asked)
+    clip, duration = result(out)
+    assert duration == clip.duration < asked and clip.warning
+    assert out["ui"]["text"] == ["warning: " + clip.warning] == [
+        "warning: " + str(w.message) for w in shown]
+    assert f"of the {asked:g} s asked" in clip.warning
+    frames = torch.rand(15, 32, 40, 3)  # 1.5 s at 10 fps, 3 s asked
+    with pytest.warns(MediaWarning):
+        out = nodes()["NAGFoley_VideoFromFrames"]().convert(
+            fps=10.0, start_time=0.0, duration=3.0, images=frames)
+    assert out["ui"]["text"] == ["warning: " + result(out)[0].warning]
+    assert "IMAGE batch (15 frames at 10 fps)" in out["ui"]["text"][0]
+    WARNING = submodule("messages").WARNING  # the web extension shows lines so marked orange
+    assert f'"{WARNING}"' in (ROOT / "web" / "nag_foley.js").read_text()
 
 
 # ----------------------------------------------------------------------------- sampling
