@@ -72,6 +72,19 @@ def test_cached_weights_follow_the_weight():
     assert "_winograd_cache" not in str(conv.state_dict().keys())
 
 
+def test_weights_made_in_inference_mode(monkeypatch):
+    monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
+    calls = _count_calls(monkeypatch)
+    with torch.inference_mode():  # how a host may load and run the models
+        conv = ChannelLastConv1d(3, 4, 3, padding=1).eval()
+        x = torch.randn(1, 6, 3)
+        ref = F.conv1d(x.transpose(1, 2), conv.weight, conv.bias, padding=1).transpose(1, 2)
+        assert_close(conv(x), ref, 1e-6, "inference-mode weights")
+        conv.weight = torch.nn.Parameter(conv.weight * 3)
+        assert_close(conv(x), 3 * (ref - conv.bias) + conv.bias, 1e-5, "replaced weight")
+    assert calls == [2]
+
+
 def test_channel_last_conv_takes_the_path(monkeypatch):
     monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
     calls = _count_calls(monkeypatch)

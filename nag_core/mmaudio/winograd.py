@@ -41,8 +41,11 @@ def transformed_weights(weight: Tensor) -> Tensor:
 
 def cached_weights(module: torch.nn.Module, weight: Tensor) -> Tensor:
     """U for ``weight``, kept on ``module`` (not in its state dict) and rebuilt whenever the
-    weight is replaced or changed in place (its version counter moves)."""
-    key = (weight.data_ptr(), weight._version, weight.dtype, weight.device, tuple(weight.shape))
+    weight is replaced or changed in place (its version counter moves). Tensors made under
+    ``torch.inference_mode`` (as a host may load models) keep no version counter: for them
+    only a replaced weight is noticed, not one changed in place."""
+    version = None if weight.is_inference() else weight._version
+    key = (weight.data_ptr(), version, weight.dtype, weight.device, tuple(weight.shape))
     cache = module.__dict__.get("_winograd_cache")
     if cache is None or cache[0] != key:
         cache = (key, transformed_weights(weight.detach()))
