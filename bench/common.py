@@ -26,7 +26,9 @@ import torch  # noqa: E402
 
 from nag_core.controlnet import ControlNetConfig, NAGControlNet  # noqa: E402
 from nag_core.errors import ConfigError  # noqa: E402
+from nag_core.mmaudio.bigvgan import CONFIGS as VOCODER_CONFIGS, BigVGAN  # noqa: E402
 from nag_core.mmaudio.network import Conditions, MMAudioNetwork, randomize_parameters_  # noqa: E402
+from nag_core.mmaudio.vae import MODE_DIMS, VAE  # noqa: E402
 from nag_core.mmaudio.variants import VARIANTS, NetworkConfig, tiny_config  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -120,6 +122,41 @@ def build_controlnet(net: MMAudioNetwork, blocks: int, seed: int = 7) -> NAGCont
     cn = NAGControlNet.from_base(net, cfg)
     randomize_parameters_(cn, seed)  # non-zero projections: the residuals really are added
     return cn.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def random_vae(mode: str, seed: int = 0) -> VAE:
+    """The mel VAE of ``mode`` at its real size with random raw weights (N(0, 1), as the VAE
+    draws them), a non-zero output gain and log-mel statistics; folded once, raw weights kept
+    (for a second implementation to fold its own way)."""
+    g = torch.Generator().manual_seed(seed)
+    vae = VAE(*MODE_DIMS[mode])
+    for name, p in vae.named_parameters():
+        p.copy_(0.3 * torch.randn(p.shape, generator=g) if name.endswith("learnable_gain")
+                else torch.randn(p.shape, generator=g))
+    vae.data_mean.copy_(torch.randn(vae.data_mean.shape, generator=g) - 3.0)
+    vae.data_std.copy_(torch.rand(vae.data_std.shape, generator=g) + 0.5)
+    return vae.normalize_weights_(keep_raw=True).eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def random_vocoder(mode: str, seed: int = 0) -> BigVGAN:
+    """The BigVGAN of ``mode`` at its real size with random weights: snake alphas and betas
+    N(0, 0.3) (log scale), biases N(0, 0.01), convolution rows of norm U(0.3, 1) (so the
+    signal keeps its level through the 6 stages)."""
+    g = torch.Generator().manual_seed(seed)
+    voc = BigVGAN(VOCODER_CONFIGS[mode])
+    for name, p in voc.named_parameters():
+        if name.endswith(("alpha", "beta")):
+            v = 0.3 * torch.randn(p.shape, generator=g)
+        elif name.endswith("bias"):
+            v = 0.01 * torch.randn(p.shape, generator=g)
+        else:
+            v = torch.randn(p.shape, generator=g)
+            norm = torch.linalg.vector_norm(v, dim=list(range(1, v.ndim)), keepdim=True)
+            v = v / norm * (0.3 + 0.7 * torch.rand(norm.shape, generator=g))
+        p.copy_(v)
+    return voc.eval().requires_grad_(False)
 
 
 @dataclass

@@ -134,6 +134,11 @@ def _input_entry(video: Path, sha: str, stage: RunStage, start, duration, clip) 
             "fps": clip.fps, "size": list(clip.size)}
 
 
+def _clip_warnings(clip) -> list[str]:
+    """The record's ``warnings``: the clip's MediaWarning (a short or damaged input), if any."""
+    return [clip.warning] if clip is not None and clip.warning else []
+
+
 def _timings(load_s, encode_s, steps, write_t0, t0) -> dict:
     return {"load_model_s": round(load_s, 3), "encode_video_s": round(encode_s, 3),
             "steps_s": [e["seconds"] for e in steps],
@@ -244,7 +249,7 @@ def run_chain_in(stage: RunStage, video, prompts: Sequence[str], *, variant: str
                   "takes": takes},
         steps=entries, composite=composite, video_out=video_out,
         timings=_timings(load_s, encode_s, entries, t, t0), history=[],
-        windows=session.window_plan.record())
+        windows=session.window_plan.record(), warnings=_clip_warnings(clip))
     write_record(stage.path, record)
     return record
 
@@ -454,7 +459,7 @@ def redo_chain(out_dir, step: int, *, changes: Optional[dict] = None, models_dir
                                          "redo" if step <= n else "add"),
                  "step": step, "changes": changes if take is None else {"take": take},
                  "command": command, "from": str(src)}],
-            windows=session.window_plan.record())
+            windows=session.window_plan.record(), warnings=_clip_warnings(clip))
         write_record(stage.path, new)
         final = stage.swap_into(src, owned, linked, log) if in_place else stage.publish()
     what = f"went on with take {take} of step {step}" if take is not None else \

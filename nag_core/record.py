@@ -15,7 +15,7 @@ import os
 import platform
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from .atomic import write_text
 from .defaults import SEED_MAX  # noqa: F401  (record.SEED_MAX: read by preflight)
@@ -282,12 +282,14 @@ def choose_take(entry: dict, take: int) -> dict:
 def build_record(*, created: str, smoke: bool, notes, command, input_entry: dict,
                  model: dict, controlnet: Optional[dict], settings: dict, steps: list,
                  composite: dict, video_out: dict, timings: dict, history: list,
-                 windows: Optional[dict] = None) -> dict:
+                 windows: Optional[dict] = None, warnings: Sequence[str] = ()) -> dict:
     """The one shape of a record, for a new run and for a redo alike. ``windows``: the window
-    plan the tracks were generated in (nag_core.windows.WindowPlan.record)."""
+    plan the tracks were generated in (nag_core.windows.WindowPlan.record); ``warnings``: what
+    the run used that is not what was asked (a short or damaged input: ``VideoClip.warning``),
+    the same messages the run showed as MediaWarnings."""
     return {"format": RECORD_FORMAT, "version": RECORD_VERSION, "created": created,
             "smoke_test_weights": bool(smoke), "notes": list(notes), "command": command,
             "input": input_entry, "model": model, "controlnet": controlnet,
             "settings": settings, "windows": windows, "steps": steps, "composite": composite,
             "video_out": video_out, "timings": timings, "versions": versions(),
-            "history": history}
+            "warnings": list(warnings), "history": history}

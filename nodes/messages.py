@@ -1,5 +1,6 @@
 """Error messages that say where in the graph they come from: the node's title and, for the
-nodes of a chain, the step ("Step 3: NAG Sampler (NAG Foley): the prompt is empty ...").
+nodes of a chain, the step ("Step 3: NAG Sampler (NAG Foley): the prompt is empty ..."), and
+the notes a node shows on the canvas (its ``ui.text``, drawn by the pack's web extension).
 
 A node declares the hidden inputs of :data:`HIDDEN`; ComfyUI then passes the API prompt (whose
 ``_meta.title`` is the title the user sees on the canvas) and the node's id."""
@@ -39,3 +40,15 @@ def reported_as(label: str) -> Iterator[None]:
         yield
     except NAGFoleyError as e:
         raise type(e)(f"{label}: {e}") from None
+
+
+WARNING = "warning: "  # a note line the web extension shows in orange
+
+
+def clip_output(clip) -> dict:
+    """A video node's return: the clip and its effective duration, and as the node's note the
+    clip's MediaWarning (a source shorter than asked, or damaged part-way), so the user sees on
+    the canvas why the clip is shorter. No warning sends an empty note, which clears the note an
+    earlier run of the node left."""
+    note = [WARNING + clip.warning] if clip.warning else []
+    return {"ui": {"text": note}, "result": (clip, float(clip.duration))}

@@ -8,7 +8,7 @@ from nag_core.errors import ConfigError
 from nag_core.media import decode_video, frames_from_images, frames_from_video_object
 
 from . import host
-from .messages import HIDDEN, node_title, reported_as
+from .messages import HIDDEN, clip_output, node_title, reported_as
 from .values import CATEGORY, VIDEO
 
 _START = ("FLOAT", {"default": 0.0, "min": 0.0, "max": 86400.0, "step": 0.01,
@@ -77,7 +77,7 @@ class LoadVideo:
         with reported_as(self.DISPLAY_NAME):
             clip = decode_video(host.input_path(video), float(start_time),
                                 _duration(duration))
-        return (clip, float(clip.duration))
+        return clip_output(clip)
 
 
 class VideoFromFrames:
@@ -120,4 +120,4 @@ class VideoFromFrames:
                                           _duration(duration))
             else:
                 raise ConfigError("connect a VIDEO or an IMAGE batch to video or images")
-        return (clip, float(clip.duration))
+        return clip_output(clip)

@@ -114,7 +114,7 @@ def _loaded():
     model = result(nodes["NAGFoley_MMAudioLoader"]().load(**MODEL_FILES, precision="auto"))[0]
     controlnet = load_controlnet(controlnet_models() / CONTROLNET_FILE, model.model.network,
                                  base_variant=model.model.variant)
-    clip = nodes["NAGFoley_LoadVideo"]().load(DEMO_VIDEO, 0.0, DEMO_SECONDS)[0]
+    clip = result(nodes["NAGFoley_LoadVideo"]().load(DEMO_VIDEO, 0.0, DEMO_SECONDS))[0]
     features = nodes["NAGFoley_EncodeVideo"]().encode(model, clip)[0]
     return model, controlnet, clip, features
 

@@ -131,3 +131,65 @@ def test_tiny_vocoder_round_trip(tmp_path, mode, file, naming):
     raw = torch.load(path, weights_only=True) if file.endswith(".pt") else None
     if raw is not None:
         assert set(raw) == {"generator"}
+
+
+# ---------------------------------------------------------------------------------------------
+# The fused anti-aliased activation (inference) against the reference modules
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("length", [1, 2, 5, 16])
+def test_fused_activation_equals_reference(length):
+    from nag_core.mmaudio.bigvgan import Activation1d
+    g = torch.Generator().manual_seed(length)
+    act = Activation1d(3).eval()
+    with torch.no_grad():
+        act.act.alpha.copy_(torch.randn(3, generator=g) * 2)
+        act.act.beta.copy_(torch.randn(3, generator=g))
+        x = torch.randn(2, 3, length, generator=g) * 3
+        ref, fused = act(x), act(x, fused=True)
+    assert fused.shape == ref.shape == x.shape
+    assert_close(fused, ref, 1e-6, "fused activation")
+
+
+def _count_fused(monkeypatch) -> list[int]:
+    from nag_core.mmaudio.bigvgan import Activation1d
+    calls, original = [0], Activation1d._fused
+
+    def counted(self, x):
+        calls[0] += 1
+        return original(self, x)
+
+    monkeypatch.setattr(Activation1d, "_fused", counted)
+    return calls
+
+
+@pytest.mark.parametrize("mode", ["16k", "44k"])
+def test_vocoder_inference_takes_the_fused_path(mode, monkeypatch):
+    voc = tiny_vocoder(mode, 3)
+    mel = torch.randn(2, voc.config.num_mels, 7, generator=torch.Generator().manual_seed(1))
+    calls = _count_fused(monkeypatch)
+    with torch.no_grad():
+        fused = voc(mel)
+    n_act = sum(len(b.activations) for b in voc.resblocks) + 1
+    assert calls[0] == n_act
+    monkeypatch.setattr(BigVGAN, "_use_fused", lambda self, mel: False)
+    with torch.no_grad():
+        ref = voc(mel)
+    assert calls[0] == n_act
+    assert_close(fused, ref, 1e-6, "wave")
+
+
+def test_vocoder_keeps_the_reference_where_the_fold_does_not_hold(monkeypatch):
+    calls = _count_fused(monkeypatch)
+    mel = torch.randn(1, 80, 4)
+    voc = tiny_vocoder("16k", 0)
+    voc.requires_grad_(True)  # training: autograd sees the reference modules
+    voc(mel).sum().backward()
+    assert voc.resblocks[0].activations[0].act.alpha.grad is not None
+    voc = tiny_vocoder("16k", 0)
+    with torch.no_grad():
+        voc.resblocks[1].activations[2].act.alpha[0] = 40.0  # exp(-40) would underflow the fold
+        voc(mel)
+        assert not voc.half()._use_fused(mel.half())  # float16 taps could overflow
+        assert tiny_vocoder("16k", 0)._use_fused(mel)
+    assert calls[0] == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import sys
 import types
 import uuid
@@ -184,6 +185,68 @@ def test_kijai_fp16_safetensors_conversions_load(monkeypatch, tmp_path):
     torch.testing.assert_close(again.clip_f, features.clip_f, atol=5e-3, rtol=5e-3)
 
 
+def test_the_loader_finds_the_vocabulary_as_the_cli_does(monkeypatch, tmp_path):
+    """The loader node asks nag_core.weights.find_vocab (one rule for the CLI, the API and the
+    nodes): a set kept in a sub-folder with its vocabulary beside the network is tokenized with
+    that vocabulary, not with the one at the top of the folder."""
+    from nag_core.weights import find_vocab
+    root = use_workspace(monkeypatch)
+    dst = tmp_path / "mmaudio"
+    shutil.copytree(root / "models" / "mmaudio", dst)
+    (dst / "set").mkdir()
+    (dst / MODEL_FILES["network"]).rename(dst / "set" / MODEL_FILES["network"])
+    vocab = dst / "set" / "bpe_simple_vocab_16e6.txt.gz"
+    shutil.copy2(dst / vocab.name, vocab)
+    monkeypatch.setenv("NAGFOLEY_MODELS_DIR", str(dst))
+    picks = {**MODEL_FILES, "network": "set/" + MODEL_FILES["network"]}
+    assert nodes()["NAGFoley_MMAudioLoader"].INPUT_TYPES()["required"]["network"][0] == [
+        picks["network"]]
+    model = result(nodes()["NAGFoley_MMAudioLoader"]().load(**picks))[0]
+    assert model.model.tokenizer.vocab_path.resolve() == vocab.resolve()
+    assert find_vocab(dst / picks["clip"], dst / picks["network"], dst) == vocab
+
+
+def test_a_failed_load_is_not_cached_and_a_replaced_file_loads_again(monkeypatch, tmp_path):
+    """A load that failed keeps nothing (fix the file, queue again: it loads), and a file
+    replaced under the same name changes the loaders' IS_CHANGED, so ComfyUI loads it again
+    instead of serving the model it cached; an untouched folder keeps its cached model."""
+    import os
+
+    from nag_core.errors import WeightsError
+    root = use_workspace(monkeypatch)
+    dst = tmp_path / "mmaudio"
+    shutil.copytree(root / "models" / "mmaudio", dst)
+    write_controlnet(dst / CONTROLNET_FILE, dst)
+    monkeypatch.setenv("NAGFOLEY_MODELS_DIR", str(dst))
+    loader, cn_loader = nodes()["NAGFoley_MMAudioLoader"], nodes()["NAGFoley_NAGControlNetLoader"]
+    state = loader.IS_CHANGED(**MODEL_FILES, precision="auto", offload=False, graph=None,
+                              node_id="1")
+    cn_state = cn_loader.IS_CHANGED(model=None, controlnet=CONTROLNET_FILE, graph=None)
+    assert state == loader.IS_CHANGED(**MODEL_FILES) and cn_state == cn_loader.IS_CHANGED(
+        controlnet=CONTROLNET_FILE)
+    vae = dst / MODEL_FILES["vae"]
+    good = vae.read_bytes()
+    vae.write_bytes(good[: len(good) // 2])  # a download cut short
+    with pytest.raises(WeightsError, match=MODEL_FILES["vae"]):
+        loader().load(**MODEL_FILES)
+    broken = loader.IS_CHANGED(**MODEL_FILES)
+    assert broken != state
+    vae.write_bytes(good)  # fixed under the same name
+    st = vae.stat()
+    os.utime(vae, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert loader.IS_CHANGED(**MODEL_FILES) not in (state, broken)
+    model = result(loader().load(**MODEL_FILES))[0]  # the same node, queued again
+    assert model.sample_rate == 16000
+    vocab = dst / "bpe_simple_vocab_16e6.txt.gz"  # read from beside the chosen files
+    before = loader.IS_CHANGED(**MODEL_FILES)
+    os.utime(vocab, ns=(vocab.stat().st_atime_ns, vocab.stat().st_mtime_ns + 10**9))
+    assert loader.IS_CHANGED(**MODEL_FILES) != before
+    cn = dst / CONTROLNET_FILE
+    os.utime(cn, ns=(cn.stat().st_atime_ns, cn.stat().st_mtime_ns + 10**9))
+    assert cn_loader.IS_CHANGED(controlnet=CONTROLNET_FILE) != cn_state
+    assert loader.IS_CHANGED(**{**MODEL_FILES, "vae": "gone.pth"}) == "missing"
+
+
 def test_controlnet_for_another_model_is_a_clear_error(monkeypatch, tmp_path):
     from nag_core.errors import WeightsError
     from nag_core.mmaudio.network import MMAudioNetwork
@@ -212,7 +275,7 @@ def test_44k_model_outputs_44100(monkeypatch, tmp_path):
                                              "bigvgan_generator.pt")
     picks = {k: v[1]["default"] for k, v in spec.items() if k in MODEL_FILES}
     model = result(nodes()["NAGFoley_MMAudioLoader"]().load(**picks))[0]
-    clip = nodes()["NAGFoley_LoadVideo"]().load(DEMO_VIDEO, 0.0, 1.0)[0]
+    clip = result(nodes()["NAGFoley_LoadVideo"]().load(DEMO_VIDEO, 0.0, 1.0))[0]
     feats = nodes()["NAGFoley_EncodeVideo"]().encode(model, clip)[0]
     audio = result(nodes()["NAGFoley_NAGSampler"]().sample(model, feats, "rain", steps=2,
                                                             seed=3))[0]
@@ -239,11 +302,38 @@ def test_load_video_is_changed_follows_the_file(monkeypatch):
 
 def test_video_from_frames_takes_an_image_batch(monkeypatch):
     images = torch.rand(60, 32, 40, 3)
-    clip, duration = nodes()["NAGFoley_VideoFromFrames"]().convert(
+    out = nodes()["NAGFoley_VideoFromFrames"]().convert(
         fps=24.0, start_time=0.5, duration=1.5, images=images)
+    clip, duration = result(out)
     assert duration == pytest.approx(1.5)
     assert clip.clip_frames.shape[0] == 12 and clip.sync_frames.shape[0] == 37
     assert clip.path is None
+    assert clip.warning is None and out["ui"]["text"] == []  # an empty note clears an old one
+
+
+def test_a_short_source_is_a_note_on_the_video_nodes(monkeypatch):
+    """The MediaWarning of a clip shorter than asked is the node's note (``ui.text``), word for
+    word, not only a line in the server's console."""
+    from nag_core.errors import MediaWarning
+    from nag_core.media import decode_video
+    root = use_workspace(monkeypatch)
+    seconds = decode_video(root / "input" / DEMO_VIDEO, 0.0, None).duration
+    asked = seconds + 5.0
+    with pytest.warns(MediaWarning) as shown:
+        out = nodes()["NAGFoley_LoadVideo"]().load(DEMO_VIDEO, 0.0, asked)
+    clip, duration = result(out)
+    assert duration == clip.duration < asked and clip.warning
+    assert out["ui"]["text"] == ["warning: " + clip.warning] == [
+        "warning: " + str(w.message) for w in shown]
+    assert f"of the {asked:g} s asked" in clip.warning
+    frames = torch.rand(15, 32, 40, 3)  # 1.5 s at 10 fps, 3 s asked
+    with pytest.warns(MediaWarning):
+        out = nodes()["NAGFoley_VideoFromFrames"]().convert(
+            fps=10.0, start_time=0.0, duration=3.0, images=frames)
+    assert out["ui"]["text"] == ["warning: " + result(out)[0].warning]
+    assert "IMAGE batch (15 frames at 10 fps)" in out["ui"]["text"][0]
+    WARNING = submodule("messages").WARNING  # the web extension shows lines so marked orange
+    assert f'"{WARNING}"' in (ROOT / "web" / "nag_foley.js").read_text()
 
 
 # ----------------------------------------------------------------------------- sampling

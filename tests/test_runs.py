@@ -18,6 +18,7 @@ import pytest
 
 from nag_core import cli
 from nag_core.demo import write_demo_video
+from nag_core.errors import MediaWarning
 from nag_core.media import write_audio
 from nag_core.smoke import write_smoke_models
 
@@ -105,6 +106,31 @@ def test_the_scored_segment_is_the_default_video(env):
     assert record["video_out"]["start"] == START
     assert _container_seconds(video_out) == pytest.approx(DURATION, abs=0.05)
     assert _container_seconds(env["video"]) == pytest.approx(VIDEO_SECONDS, abs=0.05)
+
+
+def test_a_short_input_is_named_in_the_record_and_kept_by_a_redo(env, tmp_path):
+    """A video shorter than asked is a MediaWarning at the run and the same line in the
+    record's ``warnings`` (a redo decodes it again and records it again); a run that got what
+    it asked for records none."""
+    assert json.loads((env["out"] / "record.json").read_text())["warnings"] == []
+    o = tmp_path / "short"
+    asked = VIDEO_SECONDS + 6.0
+    argv = ["generate", str(env["video"]), "--models", str(env["models"]), "--offline",
+            "--steps", "1", "--start", str(START), "--duration", str(asked), "--quiet",
+            "--out", str(o), "--prompt", "a ball bounces"]
+    with pytest.warns(MediaWarning) as shown:
+        assert cli.main(argv) == 0
+    record = json.loads((o / "record.json").read_text())
+    said = [str(w.message) for w in shown if issubclass(w.category, MediaWarning)]
+    assert record["warnings"] == said and len(said) == 1, (record["warnings"], said)
+    used = record["input"]["duration"]
+    assert used < VIDEO_SECONDS - START + 1e-9
+    assert said[0].startswith(f"{env['video'].name}: used {used:.3f} s of the {asked:g} s asked "
+                              f"from {START:g} s: the source ends there")
+    with pytest.warns(MediaWarning):
+        assert cli.main(["redo", str(o), "--step", "1", "--seed", "9", "--offline",
+                         "--quiet"]) == 0
+    assert json.loads((o / "record.json").read_text())["warnings"] == said
 
 
 def test_generate_into_a_used_folder_touches_nothing_there(env, tmp_path, capsys):
@@ -360,8 +386,9 @@ def test_a_folder_where_a_weight_file_belongs(env, tmp_path, capsys):
     code = cli.main(_cli(env, "--out", str(tmp_path / "o"), "--prompt", "a", "--models",
                          str(models)))
     err = capsys.readouterr().err
-    assert code == 2 and "v1-16.pth" in err and "Traceback" not in err
-    assert not (tmp_path / "o").exists()
+    assert code == 2 and "Traceback" not in err
+    assert f"{models / 'v1-16.pth'} is a directory, expected a file; remove or rename it" in err
+    assert not (tmp_path / "o").exists() and (models / "v1-16.pth").is_dir()
 
 
 def test_an_unreadable_models_subfolder(env, tmp_path, capsys, monkeypatch):

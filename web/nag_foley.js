@@ -1,7 +1,8 @@
 // NAG Foley's web extension (loaded by ComfyUI's frontend from WEB_DIRECTORY).
 //  * an audio player per entry of a node's ui "audio" output (sampler takes, mixes, stems):
 //    the core player serves only core node types and shows only the first entry;
-//  * a note on a node from its ui "text" output (the loader says when it loaded the smoke set);
+//  * a note on a node from its ui "text" output (the loader says when it loaded the smoke set,
+//    a video node why its clip is shorter than asked); an empty one clears it;
 //  * the seed control of a sampler added from the node library starts at "fixed", so queueing a
 //    chain again re-runs only what changed (a loaded workflow keeps the value saved in it).
 import { app } from "../../scripts/app.js";
@@ -51,12 +52,15 @@ function showPlayers(node, entries) {
 }
 
 function showNote(node, lines) {
+  // an empty note clears the one an earlier run left; it adds no widget to a node without one
+  if (!lines.length && !node.widgets?.find((w) => w.name === NOTE)) return;
   const div = document.createElement("div");
   div.style.fontSize = "11px";
   div.style.whiteSpace = "pre-wrap";
   const widget = domWidget(node, NOTE, div);
   widget.element.textContent = lines.join("\n");
-  widget.element.style.color = lines.some((l) => l.includes("smoke-test")) ? "#e0a040" : "";
+  const loud = (l) => l.includes("smoke-test") || l.startsWith("warning: ");
+  widget.element.style.color = lines.some(loud) ? "#e0a040" : "";
   node.setSize([node.size[0], Math.max(node.size[1], node.computeSize()[1])]);
   node.setDirtyCanvas(true, true);
 }
@@ -69,7 +73,7 @@ app.registerExtension({
     nodeType.prototype.onExecuted = function (message) {
       onExecuted?.apply(this, arguments);
       if (message?.audio?.length) showPlayers(this, message.audio);
-      if (message?.text?.length) showNote(this, message.text);
+      if (Array.isArray(message?.text)) showNote(this, message.text);
     };
   },
   nodeCreated(node) {

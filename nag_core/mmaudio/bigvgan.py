@@ -206,7 +206,11 @@ class SnakeBeta(nn.Module):
 
 
 class Activation1d(nn.Module):
-    """Snake at twice the rate: upsample x2, SnakeBeta, low-pass and decimate x2."""
+    """Snake at twice the rate: upsample x2, SnakeBeta, low-pass and decimate x2.
+
+    ``forward(x, fused=True)`` computes the same function in fewer passes over memory (see
+    ``_fused``); BigVGAN asks for it only where it holds (``BigVGAN._use_fused``). The three
+    modules stay the reference formulation (and the one autograd sees)."""
 
     def __init__(self, channels: int, logscale: bool = True):
         super().__init__()
@@ -214,8 +218,61 @@ class Activation1d(nn.Module):
         self.upsample = UpSample1d(2, 12)
         self.downsample = DownSample1d(2, 12)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, fused: bool = False) -> Tensor:
+        if fused:
+            return self._fused(x)
         return self.downsample(self.act(self.upsample(x)))
+
+    def _fused(self, x: Tensor) -> Tensor:
+        """The reference's pads, trims and filters, with three changes that keep the math:
+        * the replicate pads are written into preallocated buffers (the snake writes its
+          result straight into the low-pass's padded input) instead of F.pad copies;
+        * a = exp(alpha) and the upsampling ratio are folded into per-channel copies of the
+          12 taps, so the transposed conv yields u = a * upsample(x); then
+          a * snake(y) = u + (a / b) sin^2(u): sin, square and one multiply-add;
+        * the 1/a that this leaves is folded into the low-pass taps (the filter is linear and
+          per channel), so no pass divides by a.
+        Outputs equal the reference's to float32 rounding (tests/test_mmaudio_bigvgan.py)."""
+        up, low, snake = self.upsample, self.downsample.lowpass, self.act
+        c = x.shape[1]
+        log_a = snake.alpha.float()
+        a = log_a.exp()
+        inv_b = 1.0 / (snake.beta.float().exp() + 1e-9)
+        taps_up = (up.filter.float() * (up.ratio * a)[:, None, None]).to(x.dtype)
+        taps_low = (low.filter.float() * torch.exp(-log_a)[:, None, None]).to(x.dtype)
+        gain = (a * inv_b).to(x.dtype)[:, None]
+
+        xp = _replicate_padded(x, up.pad, up.pad)
+        u = F.conv_transpose1d(xp, taps_up, stride=up.ratio, groups=c)
+        u = u[..., up.trim_left: u.shape[-1] - up.trim_right]
+        n = u.shape[-1]
+        d = x.new_empty(*x.shape[:-1], low.pad_left + n + low.pad_right)
+        inner = d[..., low.pad_left: low.pad_left + n]
+        torch.addcmul(u, torch.sin(u).square_(), gain, out=inner)
+        _fill_replicate_edges(d, low.pad_left, low.pad_right)
+        return F.conv1d(d, taps_low, stride=low.stride, groups=c)
+
+
+# The fused form divides by a = exp(alpha): |alpha| beyond this (a outside 1e-13..1e13) keeps
+# the reference formulation. Released vocoders' alphas are a few units at most.
+_MAX_FUSED_LOG_ALPHA = 30.0
+
+
+def _replicate_padded(x: Tensor, left: int, right: int) -> Tensor:
+    """F.pad(x, (left, right), mode="replicate") written into a new buffer."""
+    out = x.new_empty(*x.shape[:-1], left + x.shape[-1] + right)
+    out[..., left: left + x.shape[-1]] = x
+    _fill_replicate_edges(out, left, right)
+    return out
+
+
+def _fill_replicate_edges(buf: Tensor, left: int, right: int) -> None:
+    """Copy the first / last inner sample of ``buf`` into its ``left`` / ``right`` margins."""
+    end = buf.shape[-1] - right
+    if left:
+        buf[..., :left] = buf[..., left: left + 1]
+    if right:
+        buf[..., end:] = buf[..., end - 1: end]
 
 
 class AMPBlock1(nn.Module):
@@ -231,10 +288,10 @@ class AMPBlock1(nn.Module):
         self.activations = nn.ModuleList(Activation1d(channels, logscale)
                                          for _ in range(2 * len(dilations)))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, fused: bool = False) -> Tensor:
         acts = self.activations
         for i, (c1, c2) in enumerate(zip(self.convs1, self.convs2)):
-            x = x + c2(acts[2 * i + 1](c1(acts[2 * i](x))))
+            x = x + c2(acts[2 * i + 1](c1(acts[2 * i](x, fused)), fused))
         return x
 
 
@@ -273,17 +330,31 @@ class BigVGAN(nn.Module):
         if mel.ndim != 3 or mel.shape[1] != self.config.num_mels:
             raise ValueError(f"vocoder expects a mel of shape (B, {self.config.num_mels}, T); "
                              f"got {tuple(mel.shape)}")
+        fused = self._use_fused(mel)
         x = self.conv_pre(mel.to(self.conv_pre.weight.dtype))
         n_k = len(self.config.resblock_kernel_sizes)
         for i, up in enumerate(self.ups):
             x = up[0](x)
             blocks = self.resblocks[i * n_k:(i + 1) * n_k]
-            acc = blocks[0](x)
+            acc = blocks[0](x, fused)
             for blk in blocks[1:]:
-                acc = acc + blk(x)
+                acc = acc + blk(x, fused)
             x = acc / n_k
-        x = self.conv_post(self.activation_post(x))
+        x = self.conv_post(self.activation_post(x, fused))
         return torch.tanh(x) if self.config.use_tanh_at_final else x.clamp(-1.0, 1.0)
+
+    def _use_fused(self, mel: Tensor) -> bool:
+        """The fused activations (Activation1d._fused) serve inference: not when autograd
+        needs the graph (training), not for the linear-scale snake or in float16 (the folded
+        taps could overflow), not for an extreme alpha (one check per call)."""
+        if torch.is_grad_enabled() and (mel.requires_grad
+                                        or any(p.requires_grad for p in self.parameters())):
+            return False
+        if not self.config.snake_logscale or self.conv_pre.weight.dtype == torch.float16:
+            return False
+        peaks = [m.act.alpha.detach().abs().amax() for m in self.modules()
+                 if isinstance(m, Activation1d) and m.act.alpha.numel()]
+        return not peaks or bool(torch.stack(peaks).max() <= _MAX_FUSED_LOG_ALPHA)
 
     def weight_norm_layers(self) -> list[str]:
         """Names of the convolutions that released files store with weight norm."""

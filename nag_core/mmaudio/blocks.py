@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import winograd
 from .rope import apply_rope, build_table
 
 LN_EPS = 1e-5  # nn.LayerNorm's default, no affine parameters in this network
@@ -24,10 +25,20 @@ def swiglu_width(dim: int, hidden: int, multiple_of: int = 256) -> int:
 
 
 class ChannelLastConv1d(nn.Conv1d):
-    """A Conv1d over (B, L, C) tensors (the checkpoint holds a plain Conv1d weight)."""
+    """A Conv1d over (B, L, C) tensors (the checkpoint holds a plain Conv1d weight). The
+    kernel-3 ones run as Winograd F(2, 3) where ``winograd.applies`` says so (inference on the
+    CPU in float32): the same convolution with a third fewer multiplies."""
 
     def forward(self, x: Tensor) -> Tensor:
+        if self._plain_k3 and winograd.applies(x, self.weight):
+            return winograd.conv1d_k3(x, winograd.cached_weights(self, self.weight), self.bias,
+                                      channels_last=True)
         return super().forward(x.transpose(1, 2)).transpose(1, 2)
+
+    @property
+    def _plain_k3(self) -> bool:
+        return (self.kernel_size == (3,) and self.padding == (1,) and self.stride == (1,)
+                and self.dilation == (1,) and self.groups == 1 and self.padding_mode == "zeros")
 
 
 class MLP(nn.Module):

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from ..checkpoint import read_state_dict, source_name, write_safetensors, write_torch
 from ..errors import WeightsError
+from . import winograd
 from .state_dict import check_finite, check_keys, describe
 
 CH_MULT = (1, 2, 4)
@@ -69,6 +70,8 @@ class MPConv1D(nn.Module):
         self.weight = nn.Parameter(weight)
 
     def forward(self, x: Tensor, gain: Tensor | None = None) -> Tensor:
+        if gain is None and winograd.applies(x, self.weight):  # kernel 3, CPU inference
+            return winograd.conv1d_k3(x, winograd.cached_weights(self, self.weight))
         w = self.weight if gain is None else self.weight * gain
         return F.conv1d(x, w.to(x.dtype), padding=w.shape[-1] // 2)
 
