@@ -84,6 +84,11 @@ def write_model_set(folder: Path, model, controlnet=None) -> None:
     clip_path.parent.mkdir(parents=True, exist_ok=True)
     save_clip(model.clip, clip_path)
     M.write_vocab(folder / "bpe_simple_vocab_16e6.txt.gz")
+    from nag_core.windows import TRAINING_FILE
+    # the clips' length, beside the network: long videos then run in windows of this length
+    (folder / NETWORK_FILES["small_16k"].relpath).with_name(TRAINING_FILE).write_text(json.dumps(
+        {"duration_s": M.DURATION, "note": f"the world models were trained on {M.DURATION:g} s "
+         f"clips: long videos run in {M.DURATION:g} s windows"}))
     if controlnet is not None:
         save_controlnet(controlnet, folder / CONTROLNET_FILE)
     (folder / "WORLD_MODELS.txt").write_text(
