@@ -26,6 +26,13 @@ def test_shipped_set_is_small_and_loads(world):
     assert total < 10e6
     assert model.sample_rate == 16000 and model.network.duration == 4.0
     assert controlnet.config.base_depth == model.network.config.depth
+    # the ControlNet names the base it was trained on, and the shipped (float16) base is that one
+    from nag_core.fingerprint import mismatch
+    assert controlnet.config.base_fingerprint
+    assert mismatch(controlnet.config.base_fingerprint, model.network) is None
+    # long videos run in windows of the length the set was trained on
+    from nag_core.windows import trained_duration
+    assert trained_duration(WORLD_DIR) == model.network.duration
 
 
 def test_lamp_track_follows_the_lamp_in_most_unseen_videos(world):

@@ -35,6 +35,9 @@ def test_quick_world_run(tmp_path):
     for name in ("mmaudio_small_16k.pth", "v1-16.pth", "best_netG.pt",
                  "synchformer_state_dict.pth", "nag_controlnet_world.safetensors"):
         assert (models / name).is_file(), name
+    from bench.world.models import DURATION
+    from nag_core.windows import trained_duration
+    assert trained_duration(models) == DURATION  # write_model_set says what it was trained on
 
     # the diagnosis of issue 14 item 4 runs on the same set (2 videos, 2 held-out clips)
     proc = subprocess.run([sys.executable, "-m", "bench.world.diagnose", "--models", str(models),

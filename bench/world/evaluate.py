@@ -4,7 +4,7 @@ print the paper's Table 2 on the world, in both chain orders (step 1 "ball bounc
 "lamp beeps", and the reverse, on videos with a ball and a lamp), with bootstrap confidence
 intervals and a beta sweep.
 
-    python -m bench.world.evaluate --out /tmp/world            # full run (~30 min on 2 cores)
+    python -m bench.world.evaluate --out /tmp/world            # full run (30-90 min on 2 cores)
     python -m bench.world.evaluate --out /tmp/world --quick    # smoke run (about a minute)
     python -m bench.world.evaluate --eval-only nag_core/assets/world --out /tmp/eval
 """
@@ -42,8 +42,10 @@ EVAL_SEED = 10_000  # evaluation videos: seeds never used for training (those ar
 
 @dataclass
 class Settings:
-    # Sized to finish in under 30 min on a 2-core CPU with --jobs 2 (the vocoder and half the
-    # world in the second process); more clips and steps train better models.
+    # Sized for about 30 min on 2 idle cores with --jobs 2 (the vocoder and half the world in
+    # the second process; 34 min measured for the third world). The shipped set was trained with
+    # --vae-steps 2000 --vocoder-steps 1500 --base-steps 4000 --eval-clips 40
+    # --controlnet-trainer cli: 89 min on 2 cores shared with other jobs (bench/RESULTS.md).
     train_clips: int = 240
     eval_clips: int = 50
     vae_steps: int = 1200

@@ -4,7 +4,7 @@ Each clip shows 2-3 sound objects out of four, each with a visual and a sound si
 object shares, and with events synchronised to the picture:
 
 * ``ball``: a white disk bouncing in the top-left quadrant, an orange splash on the floor at
-  each contact; a thud at each floor contact (harmonics 7-11 of 62.5 Hz, 437-688 Hz, 0.16 s);
+  each contact; a 0.2 s tone after each floor contact (harmonics 7-11 of 62.5 Hz, 437-688 Hz);
 * ``lamp``: a square in the top-right quadrant, bright yellow while lit (and lighting the room
   with a broad glow); a beep around 1 kHz (harmonics 14-19 of 62.5 Hz, 875-1187.5 Hz) while lit;
 * ``fan``: three spinning blue blades in the bottom-right quadrant; a 125 Hz (+250 Hz) hum;
