@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from .atomic import write_with
-from .errors import WeightsError
+from .errors import WeightsError, not_a_file
 
 SAFETENSORS_EXT = {".safetensors", ".sft"}
 TORCH_EXT = {".pth", ".pt", ".bin", ".ckpt"}
@@ -57,8 +57,8 @@ def _check_readable(p: Path) -> None:
     try:
         st = p.stat()
         if stat.S_ISDIR(st.st_mode):
-            raise WeightsError(f"{p} is a folder where a weight file belongs; put the file there "
-                               "or choose another")
+            raise WeightsError(f"{not_a_file(p)} (a weight file belongs there), or "
+                               "choose another file")
         with open(p, "rb"):
             pass
     except FileNotFoundError:

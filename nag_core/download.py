@@ -45,10 +45,10 @@ from pathlib import Path
 from typing import Optional
 
 from .atomic import commit, remove_quietly, set_aside, write_text
-from .errors import WeightsError
+from .errors import WeightsError, not_a_file
 from .filecheck import file_problem
 from .smoke import MARKER as SMOKE_MARKER, smoke_files
-from .weights import (HF, ModelFiles, RemoteFile, find_model_files, missing_files,
+from .weights import (HF, ModelFiles, RemoteFile, find_model_files, missing_files, missing_line,
                       required_files)
 
 GITHUB = "https://github.com"
@@ -382,8 +382,8 @@ def download_file(remote: RemoteFile, models_dir, *, progress: bool = True, retr
     limits = limits or Limits(timeout=timeout)
     dest = Path(models_dir) / remote.relpath
     if dest.is_dir():
-        raise WeightsError(f"{dest} is a folder where the weight file {dest.name} belongs; move "
-                           "it away and run the command again")
+        raise WeightsError(f"{not_a_file(dest)} (the weight file {dest.name} goes there), "
+                           "then run the command again")
     if dest.is_file() and not replace:
         problem = file_problem(dest)
         if problem is None:
@@ -518,6 +518,9 @@ def ensure_model_files(variant: str = "small_16k", models_dir=None, *,
     files = find_model_files(root, variant)
     if _needs_vocab(files):
         if offline or not download:
+            if (root / VOCAB_FILE.relpath).is_dir():
+                raise WeightsError("the CLIP BPE vocabulary cannot be read: "
+                                   + missing_line(root / VOCAB_FILE.relpath, VOCAB_FILE))
             raise WeightsError(f"the CLIP BPE vocabulary is missing: put {VOCAB_FILE.relpath} "
                                f"(from {VOCAB_FILE.url}) into {root}")
         files.bpe_vocab = download_file(VOCAB_FILE, root, progress=progress)

@@ -21,3 +21,9 @@ class ConfigError(NAGFoleyError):
 class MediaWarning(UserWarning):
     """An input was usable but not as asked (shorter than requested, cut short or damaged): the
     message says what was used and why. Also kept on the result (``VideoClip.warning``)."""
+
+
+def not_a_file(path) -> str:
+    """The one wording for a folder sitting where a file belongs (so a user is not told a file
+    is "missing" that they can see)."""
+    return f"{path} is a directory, expected a file; remove or rename it"

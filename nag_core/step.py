@@ -4,7 +4,7 @@ its takes (condition building, sampling, decoding).
 :func:`generate_track` is the whole step: :func:`step_method` resolves what runs,
 :func:`build_conditions` encodes the prompts into network conditions (batch 1),
 :func:`sample_step` integrates B = ``settings.takes`` noises in ONE batched Euler run (the
-samplers of :mod:`nag_core.generation`), :func:`decode_takes` turns the latents into waves as
+guided velocities of :mod:`nag_core.generation`, chosen by :func:`step_velocity`), :func:`decode_takes` turns the latents into waves as
 long as the clip. The chain in memory (add, redo, choose a take) is :mod:`nag_core.pipeline`.
 """
 
@@ -19,8 +19,7 @@ from torch import Tensor
 
 from . import defaults as d
 from .errors import ConfigError
-from .generation import (cfg_velocity, nag_velocity, noise_for_seeds, sample_cfg, sample_nag,
-                         sample_negative_prompt, sample_text_nag, text_nag_velocity)
+from .generation import cfg_velocity, nag_velocity, noise_for_seeds, text_nag_velocity
 from .guidance import negative_prompt_text
 from .mix import Normalized
 from .mmaudio.network import Conditions
@@ -209,30 +208,22 @@ def build_conditions(model: MMAudioModel, features: VideoFeatures, settings: Ste
 def sample_step(model: MMAudioModel, step: StepConditions, x0: Tensor, settings: StepSettings,
                 controlnet=None, callback=None) -> Tensor:
     """Euler from the B noises x0 to B normalized latents with the step's method: one batched
-    network call per Euler step whatever B is."""
-    net, method = model.network, step.method
-    if method == "nag":
-        if controlnet is None:
-            raise ConfigError(NAG_NEEDS_CONTROLNET)
-        return sample_nag(net, controlnet, step.conditions, step.empty, step.control,
-                          step.x_cond, x0, settings.steps, alpha=settings.alpha,
-                          beta=settings.beta, callback=callback)
-    if method == "text_nag":
-        return sample_text_nag(net, step.conditions, step.empty, step.earlier, x0,
-                               settings.steps, alpha=settings.alpha, beta=settings.beta,
-                               callback=callback)
-    if method == "negative_prompt":
-        return sample_negative_prompt(net, step.conditions, step.empty, x0, settings.steps,
-                                      settings.alpha, callback=callback)
-    return sample_cfg(net, step.conditions, step.empty, x0, settings.steps, settings.alpha,
-                      callback=callback)
+    network call per Euler step whatever B is. The method's guidance is :func:`step_velocity`'s
+    (the one place that maps a method to its velocity, for one window and for many), so a
+    one-window clip and a long clip's windows are guided alike. Without autograd: a base or a
+    ControlNet whose parameters require grad would otherwise chain a graph through all steps."""
+    with torch.no_grad():
+        velocity = step_velocity(model, step, settings, controlnet, x0.shape[0])
+        return euler(velocity, x0, settings.steps, callback)
 
 
 def step_velocity(model: MMAudioModel, step: StepConditions, settings: StepSettings,
                   controlnet, batch: int) -> Velocity:
-    """The guided velocity of the step's method over ``batch`` rows (every condition already
-    has them): what :func:`sample_step`'s samplers integrate, for one batch of windows. The
-    method was resolved by :func:`step_method` (beta = 0 already runs as plain CFG)."""
+    """The guided velocity of the step's method over ``batch`` rows (conditions of batch 1 are
+    expanded to them): what :func:`sample_step` integrates, and what the windowed sampler
+    blends for one batch of windows. The method was resolved by :func:`step_method` (beta = 0
+    already runs as plain CFG, "independent"); negative_prompt is CFG whose empty branch
+    carries the earlier prompts (:func:`build_conditions` put them there)."""
     net, method = model.network, step.method
     if method == "nag":
         if controlnet is None:

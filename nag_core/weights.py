@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 from .defaults import mode_of_variant
-from .errors import WeightsError
+from .errors import WeightsError, not_a_file
 
 log = logging.getLogger(__name__)
 
@@ -235,8 +235,8 @@ def find_model_files(models_dir: str | os.PathLike, variant: str) -> ModelFiles:
         else:
             found[kind] = path
     if missing:
-        lines = "\n".join(f"  - {root / m.relpath}  ({m.size_hint}; from {m.url})" for m in missing)
-        raise WeightsError(f"the {variant} model is incomplete in {root}: missing\n{lines}\n"
+        lines = "\n".join(f"  - {missing_line(root / m.relpath, m)}" for m in missing)
+        raise WeightsError(f"the {variant} model is incomplete in {root}:\n{lines}\n"
                            "Download them there (or let `python -m nag_core download --variant "
                            f"{variant}` do it), or point --models at the folder that has them.")
     config = None
@@ -247,6 +247,16 @@ def find_model_files(models_dir: str | os.PathLike, variant: str) -> ModelFiles:
     return ModelFiles(network=found["network"], vae=found["vae"], vocoder=found["vocoder"],
                       synchformer=found["synchformer"], clip=found["clip"],
                       vocoder_config=config, bpe_vocab=vocab, variant=variant)
+
+
+def missing_line(path: Path, remote: RemoteFile) -> str:
+    """How a file that is not there is listed: where it goes and where it comes from, or, when a
+    folder sits in its place, that (the folder is the user's: nothing moves it for them)."""
+    size = f"{remote.size_hint}; " if remote.size_hint else ""
+    source = f"({size}from {remote.url})"
+    if path.is_dir():
+        return f"{not_a_file(path)}, then put the file there {source}"
+    return f"{path}  missing {source}"
 
 
 def find_vocab(clip: Path, network: Optional[Path] = None, *roots) -> Optional[Path]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -10,11 +11,11 @@ import logging
 
 from nag_core import defaults
 from nag_core.controlnet import load_controlnet
-from nag_core.errors import ConfigError
-from nag_core.mmaudio.tokenizer import VOCAB_NAMES
+from nag_core.errors import ConfigError, NAGFoleyError
 from nag_core.smoke import is_smoke_file
 from nag_core.weights import (CLIP_FILE, NETWORK_FILES, SYNCHFORMER_FILE, VAE_FILES,
-                              VOCODER_FILES, ModelFiles, classify, load_model_files)
+                              VOCODER_FILES, ModelFiles, classify, find_vocab,
+                              load_model_files)
 
 from . import host
 from .messages import HIDDEN, node_title, reported_as
@@ -58,15 +59,6 @@ def resolve_precision(choice: str, device: torch.device) -> torch.dtype:
     return defaults.resolve_dtype(choice, device)
 
 
-def _find_vocab(clip_path: Path) -> Path | None:
-    """The CLIP BPE vocabulary beside the CLIP weights or at the top of a model folder."""
-    for folder in [clip_path.parent] + [Path(f) for f in host.model_folders()]:
-        for name in VOCAB_NAMES:
-            if (folder / name).is_file():
-                return folder / name
-    return None  # load_tokenizer then tries an installed open_clip and explains what is missing
-
-
 def missing_files_message(chosen: dict) -> str | None:
     """None when every chosen file is in the model folders, else one message that lists each
     missing one with where it goes and where it comes from."""
@@ -88,6 +80,33 @@ def missing_files_message(chosen: dict) -> str | None:
 def smoke_parts(paths: dict) -> list[str]:
     """The parts whose file is still a smoke-test file (random weights: noise, never Foley)."""
     return [part for part, path in paths.items() if is_smoke_file(path)]
+
+
+def files_state(paths) -> str:
+    """What the loaders' IS_CHANGED returns: each file's size and modification time (or
+    "missing"), so a file replaced under the same name (a damaged download fixed, smoke weights
+    swapped for real ones, a vocabulary that did not belong to the CLIP) loads again on the
+    next queue instead of ComfyUI's cached model; nothing is hashed on every queue."""
+    parts = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+            parts.append(f"{path}:{st.st_size}:{st.st_mtime_ns}")
+        except (OSError, TypeError, ValueError):
+            parts.append(f"{path}:missing")
+    return ";".join(parts)
+
+
+def _chosen_paths(chosen: dict) -> dict:
+    return {k: Path(host.model_path(n)) for k, n in chosen.items()}
+
+
+def _read_beside(paths: dict) -> tuple[Path | None, Path | None]:
+    """The files a load reads besides the chosen five: a 44k vocoder's config.json and the CLIP
+    vocabulary (nag_core.weights.find_vocab's rule)."""
+    config = paths["vocoder"].parent / "config.json"
+    vocab = find_vocab(paths["clip"], paths["network"], *host.model_folders())
+    return (config if config.is_file() else None), vocab
 
 
 SMOKE_NOTE = ("smoke-test models loaded (random weights: {parts}): the audio is noise. Download "
@@ -135,6 +154,17 @@ class MMAudioLoader:
         }, "hidden": dict(HIDDEN)}
 
     @classmethod
+    def IS_CHANGED(cls, network, vae, vocoder, synchformer, clip, **_):
+        # ComfyUI passes every input, hidden ones too; the precision and offload widgets are
+        # part of ComfyUI's own cache key already
+        try:
+            paths = _chosen_paths(dict(network=network, vae=vae, vocoder=vocoder,
+                                       synchformer=synchformer, clip=clip))
+            return files_state([*paths.values(), *_read_beside(paths)])
+        except (NAGFoleyError, OSError, TypeError, ValueError):
+            return "missing"  # the load itself then says what is missing
+
+    @classmethod
     def VALIDATE_INPUTS(cls, network, vae, vocoder, synchformer, clip):
         # Naming the file inputs replaces ComfyUI's "Value not in list: ... not in []" for an
         # empty or incomplete models folder with a message that says which files go where.
@@ -151,13 +181,11 @@ class MMAudioLoader:
                 raise ConfigError(problem)
             device = host.torch_device()
             dtype = resolve_precision(precision, device)
-            paths = {k: Path(host.model_path(n)) for k, n in chosen.items()}
-            config = paths["vocoder"].parent / "config.json"
+            paths = _chosen_paths(chosen)
+            config, vocab = _read_beside(paths)
             files = ModelFiles(network=paths["network"], vae=paths["vae"],
                                vocoder=paths["vocoder"], synchformer=paths["synchformer"],
-                               clip=paths["clip"],
-                               vocoder_config=config if config.is_file() else None,
-                               bpe_vocab=_find_vocab(paths["clip"]))
+                               clip=paths["clip"], vocoder_config=config, bpe_vocab=vocab)
             model = load_model_files(files, device=host.placement(device, bool(offload)),
                                      dtype=dtype)
         smoke = smoke_parts(paths)
@@ -191,6 +219,13 @@ class NAGControlNetLoader:
             "controlnet": combo("controlnet", "A NAG ControlNet .safetensors file in "
                                               "models/mmaudio."),
         }, "hidden": dict(HIDDEN)}
+
+    @classmethod
+    def IS_CHANGED(cls, controlnet, **_):
+        try:
+            return files_state([host.model_path(controlnet)])
+        except (NAGFoleyError, OSError, TypeError, ValueError):
+            return "missing"
 
     @classmethod
     def VALIDATE_INPUTS(cls, controlnet):

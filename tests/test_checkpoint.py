@@ -51,5 +51,6 @@ def test_an_unreadable_file_or_a_folder_is_named_for_what_it_is(tmp_path, monkey
     assert "not found" not in str(e.value)
     monkeypatch.undo()
     (tmp_path / "dir.pth").mkdir()
-    with pytest.raises(WeightsError, match="is a folder"):
+    with pytest.raises(WeightsError, match="dir.pth is a directory, expected a file; remove or "
+                                           "rename it"):
         read_state_dict(tmp_path / "dir.pth")

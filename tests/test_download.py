@@ -488,7 +488,8 @@ def test_a_folder_where_the_file_belongs_is_named_before_any_download(tmp_path, 
     (tmp_path / "net.pth").mkdir()
     with _Server({HF_PATH + "net.pth": BODY}) as srv:
         endpoints(srv)
-        with pytest.raises(WeightsError, match="is a folder"):
+        with pytest.raises(WeightsError, match="net.pth is a directory, expected a file; remove "
+                                               "or rename it"):
             dl.download_file(_hf("net.pth", None), tmp_path, progress=False)
     assert srv.requests == []
 

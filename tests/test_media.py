@@ -297,6 +297,28 @@ def test_mux_keeps_video_and_adds_audio(tmp_path):
     assert not list(tmp_path.glob(".*partial*"))
 
 
+@pytest.mark.parametrize("rotate_ccw", [90, 270])
+def test_a_re_encoded_segment_keeps_the_rotation(tmp_path, rotate_ccw):
+    """A phone video (landscape frames + a display matrix) cut to the scored segment: the
+    picture is re-encoded, and the segment carries the source's display matrix, so it plays
+    upright like the source (and decodes upright here)."""
+    if not hasattr(av.video.stream.VideoStream, "set_display_rotation"):
+        pytest.skip(f"PyAV {av.__version__} cannot write a display matrix (the README says so)")
+    times = cfr_times(25, 2)
+    src = make_video(tmp_path / "phone.mp4", times, width=48, height=64, rate=25,
+                     time_base=Fraction(1, 12800), rotate_ccw=rotate_ccw)
+    upright = decode_video(src, 0.5, 1.0)
+    assert upright.rotation == rotate_ccw and upright.size == (48, 64)
+    out = mux_audio_into_video(src, _tone(16000, 1.0), 16000, tmp_path / "seg.mp4", start=0.5,
+                               trim=True)
+    with av.open(out) as c:
+        v = c.streams.video[0]
+        assert float(v.duration * v.time_base) == pytest.approx(1.0, abs=0.05)  # the segment
+    seg = decode_video(out, 0.0, 1.0)
+    assert seg.rotation == rotate_ccw and seg.size == upright.size
+    assert _indices(seg, 48, 64) == _indices(upright, 48, 64)
+
+
 def _picture(path):
     with av.open(str(path)) as c:
         v = c.streams.video[0]

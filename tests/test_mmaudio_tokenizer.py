@@ -165,3 +165,19 @@ def test_a_damaged_gzip_vocabulary_is_a_clear_error(tmp_path, damage):
     msg = str(e.value)
     assert str(bad) in msg and "damaged" in msg and "download it again" in msg
     assert ("cut off" if damage == "truncated" else "not valid gzip") in msg
+
+
+def test_a_vocabulary_replaced_under_its_name_is_read_again(tmp_path):
+    """The tokenizer cache keys on the file as it is now: after a wrong vocabulary is replaced
+    (same name), the next load reads the new one instead of keeping the old tokenizer."""
+    import os
+    path = tk.write_tiny_bpe_vocab(tmp_path / tk.VOCAB_NAME, num_merges=60)
+    first = tk.load_tokenizer(path)
+    assert tk.load_tokenizer(path) is first  # unchanged: cached
+    tk.write_tiny_bpe_vocab(path, num_merges=120)
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a later modification time
+    again = tk.load_tokenizer(path)
+    assert again is not first
+    assert (first.vocab_size, again.vocab_size) == (tk.ClipTokenizer(path, max_merges=60).vocab_size,
+                                                    tk.ClipTokenizer(path).vocab_size)

@@ -194,3 +194,37 @@ def test_latent_batch_must_divide_the_branch_rows(setup):
     odd = 2 * B + 1  # divides neither 2B nor B
     with pytest.raises(ConfigError, match=rf"conditions have batch {2 * B}, latent has {odd}"):
         net.predict_flow(latent(net, odd, 32), torch.tensor(0.5), stacked)
+
+
+@pytest.mark.parametrize("method", ["nag", "text_nag", "negative_prompt", "independent", "cfg"])
+def test_a_step_is_guided_by_its_one_velocity_dispatch(setup, monkeypatch, method):
+    """nag_core.step decides "which guidance for which method" in one place (step_velocity),
+    for a one-window clip and a long clip's windows alike: sample_step integrates exactly that
+    velocity, and for each method it equals the method's own sampler bit for bit."""
+    import types
+
+    from nag_core import step as step_mod
+    from nag_core.generation import sample_text_nag
+    net, cond, empty, ctrl, x0, xc = setup
+    cn = controlnet(net, nonzero=True)
+    model = types.SimpleNamespace(network=net)
+    settings = step_mod.StepSettings(prompt="x", steps=STEPS, alpha=ALPHA, beta=BETA)
+    conditions = step_mod.StepConditions(method, cond, empty, control=ctrl, x_cond=xc,
+                                         earlier=(ctrl,))
+    expected = {
+        "nag": lambda: sample_nag(net, cn, cond, empty, ctrl, xc, x0, STEPS, ALPHA, BETA),
+        "text_nag": lambda: sample_text_nag(net, cond, empty, (ctrl,), x0, STEPS, ALPHA, BETA),
+        "negative_prompt": lambda: sample_negative_prompt(net, cond, empty, x0, STEPS, ALPHA),
+    }.get(method, lambda: sample_cfg(net, cond, empty, x0, STEPS, ALPHA))()
+    got = step_mod.sample_step(model, conditions, x0, settings, cn)
+    assert torch.equal(got, expected) and not got.requires_grad
+
+    seen = []
+
+    def constant(model_, step_, settings_, controlnet_, batch):
+        seen.append((step_.method, batch))
+        return lambda x, t: torch.full_like(x, 0.25)
+    monkeypatch.setattr(step_mod, "step_velocity", constant)
+    got = step_mod.sample_step(model, conditions, x0, settings, cn)
+    assert seen == [(method, B)]
+    torch.testing.assert_close(got, x0 + 0.25, rtol=0, atol=1e-6)  # Euler over t = 0..1

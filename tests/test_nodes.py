@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import sys
 import types
 import uuid
@@ -182,6 +183,68 @@ def test_kijai_fp16_safetensors_conversions_load(monkeypatch, tmp_path):
     assert fp16.sample_rate == 16000
     again = nodes()["NAGFoley_EncodeVideo"]().encode(fp16, clip)[0]
     torch.testing.assert_close(again.clip_f, features.clip_f, atol=5e-3, rtol=5e-3)
+
+
+def test_the_loader_finds_the_vocabulary_as_the_cli_does(monkeypatch, tmp_path):
+    """The loader node asks nag_core.weights.find_vocab (one rule for the CLI, the API and the
+    nodes): a set kept in a sub-folder with its vocabulary beside the network is tokenized with
+    that vocabulary, not with the one at the top of the folder."""
+    from nag_core.weights import find_vocab
+    root = use_workspace(monkeypatch)
+    dst = tmp_path / "mmaudio"
+    shutil.copytree(root / "models" / "mmaudio", dst)
+    (dst / "set").mkdir()
+    (dst / MODEL_FILES["network"]).rename(dst / "set" / MODEL_FILES["network"])
+    vocab = dst / "set" / "bpe_simple_vocab_16e6.txt.gz"
+    shutil.copy2(dst / vocab.name, vocab)
+    monkeypatch.setenv("NAGFOLEY_MODELS_DIR", str(dst))
+    picks = {**MODEL_FILES, "network": "set/" + MODEL_FILES["network"]}
+    assert nodes()["NAGFoley_MMAudioLoader"].INPUT_TYPES()["required"]["network"][0] == [
+        picks["network"]]
+    model = result(nodes()["NAGFoley_MMAudioLoader"]().load(**picks))[0]
+    assert model.model.tokenizer.vocab_path.resolve() == vocab.resolve()
+    assert find_vocab(dst / picks["clip"], dst / picks["network"], dst) == vocab
+
+
+def test_a_failed_load_is_not_cached_and_a_replaced_file_loads_again(monkeypatch, tmp_path):
+    """A load that failed keeps nothing (fix the file, queue again: it loads), and a file
+    replaced under the same name changes the loaders' IS_CHANGED, so ComfyUI loads it again
+    instead of serving the model it cached; an untouched folder keeps its cached model."""
+    import os
+
+    from nag_core.errors import WeightsError
+    root = use_workspace(monkeypatch)
+    dst = tmp_path / "mmaudio"
+    shutil.copytree(root / "models" / "mmaudio", dst)
+    write_controlnet(dst / CONTROLNET_FILE, dst)
+    monkeypatch.setenv("NAGFOLEY_MODELS_DIR", str(dst))
+    loader, cn_loader = nodes()["NAGFoley_MMAudioLoader"], nodes()["NAGFoley_NAGControlNetLoader"]
+    state = loader.IS_CHANGED(**MODEL_FILES, precision="auto", offload=False, graph=None,
+                              node_id="1")
+    cn_state = cn_loader.IS_CHANGED(model=None, controlnet=CONTROLNET_FILE, graph=None)
+    assert state == loader.IS_CHANGED(**MODEL_FILES) and cn_state == cn_loader.IS_CHANGED(
+        controlnet=CONTROLNET_FILE)
+    vae = dst / MODEL_FILES["vae"]
+    good = vae.read_bytes()
+    vae.write_bytes(good[: len(good) // 2])  # a download cut short
+    with pytest.raises(WeightsError, match=MODEL_FILES["vae"]):
+        loader().load(**MODEL_FILES)
+    broken = loader.IS_CHANGED(**MODEL_FILES)
+    assert broken != state
+    vae.write_bytes(good)  # fixed under the same name
+    st = vae.stat()
+    os.utime(vae, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert loader.IS_CHANGED(**MODEL_FILES) not in (state, broken)
+    model = result(loader().load(**MODEL_FILES))[0]  # the same node, queued again
+    assert model.sample_rate == 16000
+    vocab = dst / "bpe_simple_vocab_16e6.txt.gz"  # read from beside the chosen files
+    before = loader.IS_CHANGED(**MODEL_FILES)
+    os.utime(vocab, ns=(vocab.stat().st_atime_ns, vocab.stat().st_mtime_ns + 10**9))
+    assert loader.IS_CHANGED(**MODEL_FILES) != before
+    cn = dst / CONTROLNET_FILE
+    os.utime(cn, ns=(cn.stat().st_atime_ns, cn.stat().st_mtime_ns + 10**9))
+    assert cn_loader.IS_CHANGED(controlnet=CONTROLNET_FILE) != cn_state
+    assert loader.IS_CHANGED(**{**MODEL_FILES, "vae": "gone.pth"}) == "missing"
 
 
 def test_controlnet_for_another_model_is_a_clear_error(monkeypatch, tmp_path):

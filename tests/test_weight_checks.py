@@ -33,6 +33,40 @@ def _copy(smoke, tmp_path):
     return dst
 
 
+# --------------------------------------------------------------------------- a folder in the way
+def test_a_folder_where_a_weight_file_belongs_is_named_as_a_folder_offline(smoke, tmp_path,
+                                                                          monkeypatch):
+    """Offline nothing can be fetched: a folder in a weight file's place is named as what it is
+    (the user sees it there: "missing" would send them looking for the wrong thing), next to
+    the files that really are missing; the folder is left as it is."""
+    from nag_core.download import ensure_model_files
+    root = _copy(smoke, tmp_path)
+    (root / "v1-16.pth").unlink()
+    (root / "v1-16.pth").mkdir()
+    (root / "best_netG.pt").unlink()
+    for find in (lambda: find_model_files(root, "small_16k"),
+                 lambda: ensure_model_files("small_16k", root, offline=True)):
+        with pytest.raises(WeightsError) as e:
+            find()
+        lines = str(e.value).splitlines()
+        folder = [ln for ln in lines if "v1-16.pth" in ln]
+        assert len(folder) == 1 and "missing" not in folder[0], lines
+        assert f"{root / 'v1-16.pth'} is a directory, expected a file; remove or rename it" \
+            in folder[0]
+        assert any(f"{root / 'best_netG.pt'}  missing" in ln for ln in lines), lines
+    assert (root / "v1-16.pth").is_dir()
+
+    root = _copy(smoke, tmp_path / "vocab")  # the vocabulary is looked for after the weights
+    from nag_core.mmaudio import tokenizer  # as without open_clip_torch's copy of it
+    monkeypatch.setattr(tokenizer, "_installed_open_clip_vocab", lambda: None)
+    vocab = next(root.glob("bpe_simple_vocab*"))
+    vocab.unlink()
+    vocab.mkdir()
+    with pytest.raises(WeightsError, match=f"{vocab} is a directory, expected a file; remove or "
+                                           "rename it"):
+        ensure_model_files("small_16k", root, offline=True)
+
+
 # --------------------------------------------------------------------------- NaN / inf
 @pytest.mark.parametrize("kind", ["network", "clip", "synchformer", "vae", "vocoder"])
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])

@@ -15,6 +15,7 @@ from ._container import check_file, open_input, stream_length, time_origin, vide
 from ._files import check_not_input, prepare_output, written_atomically
 from .audio import _as_channels_first, encode_frames
 from .frames import check_times
+from .video import rotation_ccw
 
 # container -> (audio codec, sample rates it accepts or None for any)
 _AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
@@ -111,7 +112,7 @@ def _write_segment(src, tmp, wave: torch.Tensor, rate: int, codec: str, start: F
             tb = vin.time_base
             if start > 0:
                 inp.seek(int((start + origin) / tb), stream=vin, backward=True)
-            ai = 0
+            ai, kept_rotation = 0, False
             for frame in inp.decode(vin):
                 if frame.pts is None:
                     continue
@@ -120,6 +121,9 @@ def _write_segment(src, tmp, wave: torch.Tensor, rate: int, codec: str, start: F
                     continue
                 if t >= end:
                     break
+                if not kept_rotation:  # before the first frame is encoded, as PyAV requires
+                    _keep_rotation(vout, rotation_ccw(frame, vin))
+                    kept_rotation = True
                 out_frame = frame.reformat(vout.width, vout.height, "yuv420p")
                 out_frame.pts = int(round((t - start) / tb))
                 out_frame.time_base = tb
@@ -134,6 +138,16 @@ def _write_segment(src, tmp, wave: torch.Tensor, rate: int, codec: str, start: F
                 dst.mux(p)
     finally:
         inp.close()
+
+
+def _keep_rotation(vout, degrees_ccw: int) -> None:
+    """A re-encoded picture keeps the source's display matrix (a phone's portrait video is
+    stored landscape with a rotation flag): the frames are encoded as stored and the flag says
+    how to show them, as in the source. A PyAV without ``VideoStream.set_display_rotation``
+    (added in 2026; 18.1 has it) cannot write one: there the segment plays as stored (README,
+    limits)."""
+    if degrees_ccw and hasattr(vout, "set_display_rotation"):
+        vout.set_display_rotation(degrees_ccw)
 
 
 def _keep_picture_facts(vin, vout, keep_tag: bool) -> None:

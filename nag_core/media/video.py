@@ -22,7 +22,7 @@ _SEEK_BACKOFF_S = (0.0, 1.0, 5.0, 30.0)  # then from the beginning
 _TRUNCATION_SLACK_S = 0.25
 
 
-def _rotation_ccw(frame, stream) -> int:
+def rotation_ccw(frame, stream) -> int:
     """Counter-clockwise degrees that make the frame upright: the display matrix (PyAV's
     VideoFrame.rotation is already counter-clockwise), else the legacy 'rotate' tag (clockwise)."""
     deg = getattr(frame, "rotation", None)
@@ -167,7 +167,7 @@ def _decode_into(path, target: Fraction, col: StreamCollector):
                 def upright(frame=frame):
                     nonlocal rotation  # read once, from the first frame a stream keeps
                     if rotation is None:
-                        rotation = _rotation_ccw(frame, stream)
+                        rotation = rotation_ccw(frame, stream)
                     return _frame_tensor(frame, rotation)
 
                 if not col.offer(t - target, upright):

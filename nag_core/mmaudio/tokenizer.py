@@ -373,16 +373,19 @@ def _weights_folder(weights_path: str | os.PathLike | None) -> Path | None:
 
 
 @lru_cache(maxsize=4)
-def _cached_tokenizer(path: str, context_length: int) -> ClipTokenizer:
+def _cached_tokenizer(path: str, size: int, mtime_ns: int, context_length: int) -> ClipTokenizer:
     return ClipTokenizer(path, context_length)
 
 
 def load_tokenizer(vocab_path: str | os.PathLike | None = None,
                    weights_path: str | os.PathLike | None = None,
                    context_length: int = CONTEXT_LENGTH) -> ClipTokenizer:
-    """The tokenizer for the vocabulary ``find_bpe_vocab`` locates (cached per file)."""
-    path = find_bpe_vocab(vocab_path, weights_path)
-    return _cached_tokenizer(str(path.resolve()), context_length)
+    """The tokenizer for the vocabulary ``find_bpe_vocab`` locates, cached per file as it is now
+    (its size and modification time are in the key): a vocabulary replaced under the same name,
+    say after "does not belong to this CLIP model", is read again on the next load."""
+    path = find_bpe_vocab(vocab_path, weights_path).resolve()
+    st = path.stat()
+    return _cached_tokenizer(str(path), st.st_size, st.st_mtime_ns, context_length)
 
 
 # ---------------------------------------------------------------- tiny vocabulary for tests
