@@ -72,6 +72,32 @@ def test_cached_weights_follow_the_weight():
     assert "_winograd_cache" not in str(conv.state_dict().keys())
 
 
+def test_cache_budget_caps_the_kept_weights(monkeypatch):
+    import copy
+    import gc
+    base = winograd._cached_bytes
+    first = ChannelLastConv1d(4, 6, 3, padding=1)
+    size = 4 * 6 * 4 * 4  # 4 matrices of 4 x 6 float32
+    monkeypatch.setattr(winograd, "CACHE_BUDGET_BYTES", base + size)
+    assert winograd.cached_weights(first, first.weight) is not None
+    assert winograd._cached_bytes == base + size
+    second = ChannelLastConv1d(4, 6, 3, padding=1)
+    assert winograd.cached_weights(second, second.weight) is None  # over the budget
+    clone = copy.deepcopy(first)  # a copy starts without transformed weights ...
+    assert clone.__dict__.get("_winograd_cache") is None and winograd._cached_bytes == base + size
+    del first
+    gc.collect()  # ... and a freed module gives its bytes back
+    assert winograd._cached_bytes == base
+    assert winograd.cached_weights(second, second.weight) is not None
+    x = torch.randn(1, 5, 4)
+    monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
+    calls = _count_calls(monkeypatch)
+    with torch.no_grad():
+        ref = F.conv1d(x.transpose(1, 2), clone.weight, clone.bias, padding=1).transpose(1, 2)
+        assert_close(clone(x), ref, 1e-6, "over the budget: F.conv1d")
+    assert calls == [0]
+
+
 def test_weights_made_in_inference_mode(monkeypatch):
     monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
     calls = _count_calls(monkeypatch)

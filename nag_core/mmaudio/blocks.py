@@ -31,8 +31,9 @@ class ChannelLastConv1d(nn.Conv1d):
 
     def forward(self, x: Tensor) -> Tensor:
         if self._plain_k3 and winograd.applies(x, self.weight):
-            return winograd.conv1d_k3(x, winograd.cached_weights(self, self.weight), self.bias,
-                                      channels_last=True)
+            u = winograd.cached_weights(self, self.weight)
+            if u is not None:
+                return winograd.conv1d_k3(x, u, self.bias, channels_last=True)
         return super().forward(x.transpose(1, 2)).transpose(1, 2)
 
     @property

@@ -71,7 +71,9 @@ class MPConv1D(nn.Module):
 
     def forward(self, x: Tensor, gain: Tensor | None = None) -> Tensor:
         if gain is None and winograd.applies(x, self.weight):  # kernel 3, CPU inference
-            return winograd.conv1d_k3(x, winograd.cached_weights(self, self.weight))
+            u = winograd.cached_weights(self, self.weight)
+            if u is not None:
+                return winograd.conv1d_k3(x, u)
         w = self.weight if gain is None else self.weight * gain
         return F.conv1d(x, w.to(x.dtype), padding=w.shape[-1] // 2)
 

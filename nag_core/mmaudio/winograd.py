@@ -39,18 +39,56 @@ def transformed_weights(weight: Tensor) -> Tensor:
     return u.transpose(1, 2).contiguous()
 
 
-def cached_weights(module: torch.nn.Module, weight: Tensor) -> Tensor:
+# The transformed weights take 4/3 of a convolution's own weight memory (small_16k's network:
+# +492 MiB, the 16k VAE: +432 MiB, large_44k_v2's network: +3.3 GiB). At most this many bytes
+# of them are kept, all models of the process together; convolutions beyond it keep F.conv1d.
+CACHE_BUDGET_BYTES = 1 << 30
+_cached_bytes = 0
+
+
+class _Cache:
+    """One module's transformed weights; gives its bytes back to the budget when dropped
+    (module freed or weight changed). Copies of a module (deepcopy, pickle) start without."""
+
+    def __init__(self, key, u: Tensor):
+        global _cached_bytes
+        self.key, self.u, self.size = key, u, u.numel() * u.element_size()
+        _cached_bytes += self.size
+
+    def __del__(self):
+        global _cached_bytes
+        _cached_bytes -= self.size
+
+    def __deepcopy__(self, memo):
+        return None
+
+    def __reduce__(self):
+        return (_no_cache, ())
+
+
+def _no_cache():
+    return None
+
+
+def cached_weights(module: torch.nn.Module, weight: Tensor) -> Tensor | None:
     """U for ``weight``, kept on ``module`` (not in its state dict) and rebuilt whenever the
-    weight is replaced or changed in place (its version counter moves). Tensors made under
+    weight is replaced or changed in place (its version counter moves); None when it would
+    not fit in CACHE_BUDGET_BYTES (the caller then runs F.conv1d). Tensors made under
     ``torch.inference_mode`` (as a host may load models) keep no version counter: for them
     only a replaced weight is noticed, not one changed in place."""
     version = None if weight.is_inference() else weight._version
     key = (weight.data_ptr(), version, weight.dtype, weight.device, tuple(weight.shape))
     cache = module.__dict__.get("_winograd_cache")
-    if cache is None or cache[0] != key:
-        cache = (key, transformed_weights(weight.detach()))
-        module.__dict__["_winograd_cache"] = cache
-    return cache[1]
+    if cache is not None and cache.key == key:
+        return cache.u
+    module.__dict__["_winograd_cache"] = None  # an outdated one gives its bytes back first
+    del cache
+    size = 4 * weight.shape[0] * weight.shape[1] * weight.element_size()
+    if _cached_bytes + size > CACHE_BUDGET_BYTES:
+        return None
+    cache = _Cache(key, transformed_weights(weight.detach()))
+    module.__dict__["_winograd_cache"] = cache
+    return cache.u
 
 
 def conv1d_k3(x: Tensor, u: Tensor, bias: Tensor | None = None, *,
