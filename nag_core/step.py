@@ -4,8 +4,8 @@ its takes (condition building, sampling, decoding).
 :func:`generate_track` is the whole step: :func:`step_method` resolves what runs,
 :func:`build_conditions` encodes the prompts into network conditions (batch 1),
 :func:`sample_step` integrates B = ``settings.takes`` noises in ONE batched Euler run (the
-guided velocities of :mod:`nag_core.generation`, chosen by :func:`step_velocity`), :func:`decode_takes` turns the latents into waves as
-long as the clip. The chain in memory (add, redo, choose a take) is :mod:`nag_core.pipeline`.
+guided velocities of :mod:`nag_core.generation`, chosen by :func:`step_velocity`),
+:func:`decode_takes` turns the latents into waves as long as the clip. The chain in memory (add, redo, choose a take) is :mod:`nag_core.pipeline`.
 """
 
 from __future__ import annotations

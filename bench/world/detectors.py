@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from nag_core.mmaudio.mel import mel_converter, mel_params
-from nag_core.world.scene import BANDS, OBJECTS, SAMPLE_RATE
+from nag_core.world.scene import BANDS, OBJECTS, SAMPLE_RATE, interval_mask
 
 LIT_MARGIN = 0.06  # s around lamp switches left out (VAE/mel smear edges)
 # s around the ball's sound left out: about one latent frame (32 ms), so that a 0.2 s bounce
@@ -80,10 +80,9 @@ def share_db(mel: np.ndarray, obj: str) -> float:
 def interval_frames(intervals, times: np.ndarray, margin: float) -> tuple[np.ndarray, np.ndarray]:
     """(on, off) frame masks of [(start, end)] intervals, ``margin`` s left out around every
     edge (the mel and the VAE smear edges)."""
-    on = np.zeros(len(times), dtype=bool)
+    on = interval_mask(intervals, times)
     near = np.zeros(len(times), dtype=bool)
     for a, b in intervals:
-        on |= (times >= a) & (times < b)
         near |= (np.abs(times - a) < margin) | (np.abs(times - b) < margin)
     return on & ~near, ~on & ~near
 

@@ -45,7 +45,7 @@ def probe(clips: int = 40) -> dict:
                 if target == "lamp_lit":
                     ys.append(c.lit_mask(times))
                 elif target == "ball_sounding":
-                    ys.append(np.any([(times >= a) & (times < b) for a, b in c.sounding], axis=0))
+                    ys.append(c.sounding_mask(times))
                 else:
                     d = np.min(np.abs(times[:, None] - c.contacts[None, :]), axis=1)
                     ys.append(d < 0.08)

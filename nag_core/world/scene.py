@@ -69,10 +69,19 @@ class Clip:
 
     def lit_mask(self, times: np.ndarray) -> np.ndarray:
         """True where the lamp is lit at ``times`` (seconds)."""
-        mask = np.zeros(len(times), dtype=bool)
-        for a, b in self.lit:
-            mask |= (times >= a) & (times < b)
-        return mask
+        return interval_mask(self.lit, times)
+
+    def sounding_mask(self, times: np.ndarray) -> np.ndarray:
+        """True where the ball's sound plays at ``times`` (seconds)."""
+        return interval_mask(self.sounding, times)
+
+
+def interval_mask(intervals, times: np.ndarray) -> np.ndarray:
+    """True at ``times`` inside any [start, end) of ``intervals``."""
+    mask = np.zeros(len(times), dtype=bool)
+    for a, b in intervals:
+        mask |= (times >= a) & (times < b)
+    return mask
 
 
 def sample_objects(rng: np.random.Generator, must=()) -> tuple:
