@@ -273,8 +273,14 @@ def train_vocoder(model: MMAudioModel, data: WorldData, steps: int, batch: int =
 def latents_of(vae: VAE, mels: torch.Tensor) -> torch.Tensor:
     """(C, 80, T) mel -> (C, T/2, 20) posterior means (whole clips: windows are cropped from
     them, see latent_windows)."""
+    return posterior_of(vae, mels)[0]
+
+
+def posterior_of(vae: VAE, mels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(C, 80, T) mel -> the VAE posterior's (mean, std), each (C, T/2, 20)."""
     with torch.no_grad():
-        return vae.encode(mels).mean.transpose(1, 2).contiguous()
+        post = vae.encode(mels)
+        return post.mean.transpose(1, 2).contiguous(), post.std.transpose(1, 2).contiguous()
 
 
 def latent_windows(latents: torch.Tensor, clip: torch.Tensor, shift: torch.Tensor):
@@ -320,12 +326,18 @@ def optimizer_step(opt, params, loss: torch.Tensor, lr: float, step: int, steps:
 
 def train_base(model: MMAudioModel, data: WorldData, latents: torch.Tensor, steps: int,
                batch: int = 16, lr: float = 1e-3, seed: int = 0,
-               dropout: float = 0.1, warm_start: bool = False) -> MMAudioNetwork:
+               dropout: float = 0.1, warm_start: bool = False,
+               stds: torch.Tensor | None = None) -> MMAudioNetwork:
     """MMAudio's recipe: flow matching (x_t = (1-t) x0 + t x1, target x1 - x0), logit-normal t,
     condition dropout 0.1 for video and for text (independently), latents normalised by the data's
     per-channel mean/std stored in the network. ``warm_start``: ``model.network`` is already
     trained (same VAE, same encoders); its weights and latent statistics are kept and training
-    continues on ``data``."""
+    continues on ``data``.
+
+    ``stds`` (the posterior's, beside ``latents`` = its means): x1 is a fresh posterior sample
+    mean + std·ε at every step, as MMAudio trains and as ``python -m nag_core.train`` trains the
+    ControlNet on top of this base. A base trained on the means alone was off the samples the
+    ControlNet learns on, and that ControlNet's held-out loss was 3x the base's."""
     net = model.network
     net.train().requires_grad_(True)
     with torch.no_grad():
@@ -336,7 +348,6 @@ def train_base(model: MMAudioModel, data: WorldData, latents: torch.Tensor, step
     net.latent_mean.requires_grad_(False)
     net.latent_std.requires_grad_(False)
     net.empty_string_feat.requires_grad_(False)
-    x1_all = net.normalize(latents)
     windows = data.windows()
     texts = caption_table(model, all_captions())
     gen = torch.Generator().manual_seed(seed)
@@ -354,7 +365,10 @@ def train_base(model: MMAudioModel, data: WorldData, latents: torch.Tensor, step
         clip_f = torch.where(drop_v[:, None, None], net.get_empty_clip_sequence(batch), clip_f)
         sync_f = torch.where(drop_v[:, None, None], net.get_empty_sync_sequence(batch), sync_f)
         text = torch.where(drop_t[:, None, None], net.get_empty_string_sequence(batch), text)
-        xt, t, target = flow_batch(latent_windows(x1_all, clip, shift), gen)
+        x1 = latent_windows(latents, clip, shift)
+        if stds is not None:
+            x1 = x1 + latent_windows(stds, clip, shift) * torch.randn(x1.shape, generator=gen)
+        xt, t, target = flow_batch(net.normalize(x1), gen)
         cond = net.preprocess_conditions(clip_f, sync_f, text)
         loss = F.mse_loss(net.predict_flow(xt, t, cond), target)
         optimizer_step(opt, net.parameters(), loss, lr, step, steps, warm)
