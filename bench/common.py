@@ -102,10 +102,11 @@ def network_config(variant: str) -> NetworkConfig:
 
 def build_network(args, config: Optional[NetworkConfig] = None, seed: int = 0) -> MMAudioNetwork:
     """The network at its real size with random weights (randomize_parameters_: every term
-    matters and no weight is denormal), in eval mode on --device / --dtype."""
+    matters and no weight is denormal), in eval mode on --device / --dtype, without gradients
+    (the benches only run inference)."""
     net = MMAudioNetwork(config or network_config(args.variant), duration=args.duration)
     randomize_parameters_(net, seed)
-    return net.eval().to(device=args.device, dtype=DTYPES[args.dtype])
+    return net.eval().requires_grad_(False).to(device=args.device, dtype=DTYPES[args.dtype])
 
 
 def build_controlnet(net: MMAudioNetwork, blocks: int, seed: int = 7) -> NAGControlNet:

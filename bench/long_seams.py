@@ -9,8 +9,9 @@ measure away from every edge (>= AWAY s):
 * spectral flux (positive frame-to-frame change of the 16k log-mel, summed over bands): the
   mean over the edge frames, and where it lies in the distribution of the mean over as many
   frames drawn at random from the away frames (percentile; a seam would sit at the top);
-* the ball track's clicks: for every floor contact of the video, the time of the ball-band peak
-  near it (timing error), and the clicks found within MATCH s of it (1 = once; 0 = dropped;
+* the ball track's onsets: for every floor contact of the video (where the ball's 0.2 s tone
+  starts), the time the ball band rises through the midpoint of its sounding and silent levels
+  nearest it (timing error), and the rises found within MATCH s of it (1 = once; 0 = dropped;
   2+ = doubled), for contacts near an edge against those away;
 * the lamp track's switches: the time the lamp band crosses half its lit/dark contrast near
   each true switch, near an edge against away.
@@ -45,7 +46,7 @@ from nag_core.world.scene import CAPTIONS, render_clip  # noqa: E402
 
 EDGE = 0.10  # s either side of a window edge counted as "at the edge"
 AWAY = 0.40  # s from every edge counted as "away"
-MATCH = 0.06  # s: a click this close to a contact belongs to it
+MATCH = 0.06  # s: an onset this close to a contact belongs to it
 DRAWS = 2000
 
 
@@ -99,29 +100,29 @@ def flux_at_edges(mel: np.ndarray, edge_times: np.ndarray, rng) -> dict:
             "percentile": float((draws < edge_mean).mean() * 100), "edge_frames": int(at.sum())}
 
 
-def _peaks(power_db: np.ndarray, t: np.ndarray, threshold: float) -> np.ndarray:
-    """Times of local maxima above ``threshold`` dB, at least 2 * MATCH apart (strongest first)."""
-    idx = [i for i in range(1, len(power_db) - 1) if power_db[i] >= threshold
-           and power_db[i] >= power_db[i - 1] and power_db[i] > power_db[i + 1]]
-    idx.sort(key=lambda i: -power_db[i])
-    kept = []
-    for i in idx:
-        if all(abs(t[i] - t[j]) >= 2 * MATCH for j in kept):
-            kept.append(i)
-    return np.sort(t[kept]) if kept else np.zeros(0)
+def _crossings(db: np.ndarray, t: np.ndarray, on: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rises, all crossings): times the band's level passes the midpoint of its median levels
+    where the object sounds (``on``) and where it does not."""
+    mid = 0.5 * (np.median(db[on]) + np.median(db[~on]))
+    above = db > mid
+    change = above[1:] != above[:-1]
+    return t[1:][change & above[1:]], t[1:][change]
 
 
-def clicks(mel: np.ndarray, clip, edge_times: np.ndarray) -> list[dict]:
-    """Per floor contact: timing error of the nearest click and how many clicks match it."""
+def onsets(mel: np.ndarray, clip, edge_times: np.ndarray) -> list[dict]:
+    """Per floor contact: timing error of the nearest rise of the ball band and how many rises
+    match it."""
     t = frame_times(mel.shape[1])
     db = 10 * np.log10(band_power(mel, "ball") + 1e-20)
-    threshold = float(np.median(db) + 10.0)
-    found = _peaks(db, t, threshold)
+    on = clip.sounding_mask(t)
+    if on.all() or not on.any():
+        return []
+    rises, _ = _crossings(db, t, on)
     out = []
     for c in clip.contacts:
         if c < MATCH or c > t[-1] - MATCH:
             continue
-        near = found[np.abs(found - c) <= MATCH]
+        near = rises[np.abs(rises - c) <= MATCH]
         err = float(near[np.argmin(np.abs(near - c))] - c) if len(near) else None
         out.append({"t": float(c), "edge_dist": float(distance_to(np.array([c]), edge_times)[0]),
                     "count": int(len(near)), "error": err})
@@ -136,9 +137,7 @@ def switches(mel: np.ndarray, clip, edge_times: np.ndarray) -> list[dict]:
     lit = clip.lit_mask(t)
     if lit.all() or not lit.any():
         return []
-    mid = 0.5 * (np.median(db[lit]) + np.median(db[~lit]))
-    above = db > mid
-    crossings = t[1:][above[1:] != above[:-1]]
+    _, crossings = _crossings(db, t, lit)
     out = []
     for a, b in clip.lit:
         for s in (a, b):
@@ -180,7 +179,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
     model, controlnet = load_world_model()
     rng = np.random.default_rng(0)
-    totals = {"flux": [], "clicks": [], "switches": []}
+    totals = {"flux": [], "onsets": [], "switches": []}
     for v in range(a.videos):
         seed = a.seed + v
         clip = render_clip(seed, ("ball", "lamp"), a.seconds)
@@ -201,17 +200,17 @@ def main(argv=None) -> int:
             res[f"flux_{name}"] = flux_at_edges(mel, e, rng)
             totals["flux"].append(res[f"flux_{name}"])
         mel_ball, mel_lamp = log_mel(ball), log_mel(lamp)
-        c = clicks(mel_ball, clip, e)
+        c = onsets(mel_ball, clip, e)
         s = switches(mel_lamp, clip, e)
-        totals["clicks"] += c
+        totals["onsets"] += c
         totals["switches"] += s
-        res["clicks"] = summary(c, "count")
+        res["onsets"] = summary(c, "count")
         res["switches"] = summary(s, "error")
         print("RESULT " + json.dumps(res), flush=True)
     pct = [f["percentile"] for f in totals["flux"] if f.get("percentile") is not None]
     print(f"flux at window edges: percentile within the away distribution per track "
           f"{[round(x) for x in pct]} (50 = typical, >95 = a seam)")
-    print("clicks " + json.dumps(summary(totals["clicks"], "count")))
+    print("ball onsets " + json.dumps(summary(totals["onsets"], "count")))
     print("lamp switches " + json.dumps(summary(totals["switches"], "error")))
     return 0
 
