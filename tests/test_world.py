@@ -206,3 +206,30 @@ def test_criteria_read_the_issue_checks_off_a_summary():
     assert not c["step1_ok"] and not c["leak_ok"]
     summary["independent"] = row(0.0, 0.9)  # nothing leaks: 0 <= 0 / 2 is not a halving
     assert not criteria(summary, "ball_then_lamp", "nag")["halved"]
+
+
+def test_vocoder_training_keeps_its_best_checked_state(monkeypatch):
+    import torch
+
+    from bench.world import train as T
+
+    torch.set_num_threads(1)
+    fm = T.features_model()
+    clip = render_clip(2, ("ball", "lamp"), 1.0)
+    wave = torch.from_numpy(clip.audio)[None]
+    data = T.WorldData([clip], None, None, fm.mel(wave), wave)
+    scores, states = iter([1.0, 5.0, 2.0]), []
+
+    def score(voc, mel_conv, clips):
+        assert clips == ["held-out"] and not voc.training
+        states.append({k: v.clone() for k, v in voc.state_dict().items()})
+        return next(scores)
+
+    monkeypatch.setattr(T, "vocoder_score", score)
+    voc = T.train_vocoder(fm, data, 3, batch=1, frames=8, check_every=1,
+                          check_clips=["held-out"])
+    assert len(states) == 3  # checked after every step
+    assert not torch.equal(states[1]["conv_post.weight"], states[2]["conv_post.weight"])
+    assert all(torch.equal(v, states[1][k]) for k, v in voc.state_dict().items())  # the 5.0 one
+    with pytest.raises(ValueError, match="check_clips"):
+        T.train_vocoder(fm, data, 1, batch=1, frames=8, check_every=1)

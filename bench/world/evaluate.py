@@ -60,6 +60,8 @@ class Settings:
     bootstrap: int = 2000
 
 
+VOCODER_CHECK_EVERY = 50  # steps between the vocoder's held-out checks (its best state is kept)
+
 QUICK = Settings(train_clips=6, eval_clips=4, vae_steps=20, vocoder_steps=10, base_steps=30,
                  controlnet_steps=20, euler_steps=4, betas=(1.5,), text_betas=(1.5,),
                  bootstrap=200)
@@ -435,7 +437,8 @@ def _train_vocoder_state(fm, train, steps: int, init=None) -> dict:
     # on the true mels, not the VAE's: trained on the VAE's mels the vocoder made no ball even
     # from the true mel (3.5 dB); on the true mels it made the ball from the VAE's mel too
     # (10.8 dB in 300 steps; bench/RESULTS.md, sixth pass)
-    return T.train_vocoder(fm, train, steps, init=init).state_dict()
+    return T.train_vocoder(fm, train, steps, init=init, check_every=VOCODER_CHECK_EVERY,
+                           check_clips=T.vocoder_check_clips()).state_dict()
 
 
 def run(out: Path, s: Settings, threads: int = 1, trainer: str = "builtin",
