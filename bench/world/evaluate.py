@@ -139,10 +139,16 @@ def _halve_file(path: Path) -> None:
         write_torch(half(obj), path)
 
 
-def load_model_set(folder: Path):
+def load_models(folder: Path):
+    """The MMAudioModel of a world model set (its ControlNet, if any, left out)."""
     from nag_core.weights import find_model_files, load_model_files
     model = load_model_files(find_model_files(folder, "small_16k"))
     model.network.set_duration(M.DURATION)
+    return model
+
+
+def load_model_set(folder: Path):
+    model = load_models(folder)
     return model, load_controlnet(folder / CONTROLNET_FILE, model.network)
 
 
@@ -462,7 +468,7 @@ def run(out: Path, s: Settings, threads: int = 1, trainer: str = "builtin",
     tok = load_tokenizer(M.write_vocab(out / "vocab.txt.gz"))
     start = None
     if init_from is not None:
-        start, _ = load_model_set(Path(init_from))
+        start = load_models(Path(init_from))  # its ControlNet is not needed: trained anew
         fm = T.features_model(clip=start.clip, sync=start.synchformer, tokenizer=tok,
                               vae=start.vae)
     else:

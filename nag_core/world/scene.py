@@ -33,7 +33,8 @@ BACKGROUND = 0.1
 # showed the tiny models can make and learn such a sound. Measured on the set trained with it
 # (bench/RESULTS.md, fifth pass): the VAE keeps it (60 dB), the vocoder still does not make it
 # (0-4 dB from the true mel), and the base does not time it from the picture.
-BALL_SECONDS, BALL_FADE, BALL_LEVEL = 0.2, 0.01, 0.2
+BALL_SECONDS, BALL_FADE, BALL_LEVEL = 0.4, 0.01, 0.2
+BALL_PERIOD = (0.9, 1.4)  # s between bounces: at least 0.5 s of silence between tones
 BALL_F0, BALL_HARMONICS = 62.5, (7, 8, 9, 10, 11)
 LAMP_F0, LAMP_HARMONICS = 62.5, tuple(range(14, 20))  # the lamp's beep: 875-1187.5 Hz
 FAN_HZ = 125.0  # the fan's hum: 125 + 250 Hz (harmonics of 62.5 Hz, as the lamp)
@@ -152,7 +153,7 @@ def ball_intervals(contacts, duration: float) -> list:
 
 
 def _ball(rng, t_frames, t_audio, duration):
-    period = rng.uniform(0.45, 0.8)
+    period = rng.uniform(*BALL_PERIOD)
     phase = rng.uniform(0.1, period)
     cx = rng.uniform(10, 22)
     height = np.abs(np.sin(math.pi * (t_frames - phase) / period)) * 17.0
