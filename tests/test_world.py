@@ -233,3 +233,16 @@ def test_vocoder_training_keeps_its_best_checked_state(monkeypatch):
     assert all(torch.equal(v, states[1][k]) for k, v in voc.state_dict().items())  # the 5.0 one
     with pytest.raises(ValueError, match="check_clips"):
         T.train_vocoder(fm, data, 1, batch=1, frames=8, check_every=1)
+
+
+def test_a_band_that_follows_the_events_at_a_whisper_is_not_the_object():
+    # a lamp 30 dB under the ball: its band follows the lit intervals (contrast well over the
+    # threshold) but holds a tiny share of the track while lit, as another object's spill does
+    from bench.world.detectors import PRESENT_DB, PRESENT_SHARE_DB
+
+    c = render_clip(3, ("ball", "lamp"), 4.0)
+    faint = signature_report(log_mel(c.tracks["ball"] + 0.03 * c.tracks["lamp"]), c)
+    assert faint["lamp_sync"] > PRESENT_DB and faint["lamp_on_share"] < PRESENT_SHARE_DB
+    assert not faint["lamp_present"] and faint["ball_present"]
+    clear = signature_report(log_mel(c.tracks["ball"] + 0.5 * c.tracks["lamp"]), c)
+    assert clear["lamp_present"] and clear["ball_present"]

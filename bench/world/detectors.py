@@ -27,6 +27,13 @@ LIT_MARGIN = 0.06  # s around lamp switches left out (VAE/mel smear edges)
 # keeps 0.14 s of "on" frames and the gaps between bounces (>= 0.25 s) keep some "off" frames
 BALL_MARGIN = 0.03
 PRESENT_DB = 6.0  # sync contrast above which a signature counts as present
+# ... and the object's band must hold at least this share of the track's energy while the object
+# sounds: a band that follows the events only through another object's spill (the ball's tone
+# leaks into the lamp's neighbouring band at -48 dB in the true track and at -15 to -18 dB through
+# the VAE + vocoder, where the object itself is at -3 to -6 dB) is not that object, even when
+# its spill happens to line up with the lit intervals (seen: a true ball track "beeping" at
+# 13 dB of lamp contrast, a true lamp track "bouncing" at 7 dB)
+PRESENT_SHARE_DB = -12.0
 RANGE_DB = 60.0
 
 
@@ -103,11 +110,23 @@ def lamp_sync_db(mel: np.ndarray, clip) -> float:
     return _contrast_db(band_power(mel, "lamp"), *lit_frames(clip, frame_times(mel.shape[1])))
 
 
+def on_share_db(mel: np.ndarray, obj: str, on: np.ndarray) -> float:
+    """10 log10(the object's band energy / the track's energy) over the ``on`` frames."""
+    if not on.any():
+        return float("nan")
+    total = ((10.0 ** mel[:, on]) ** 2).sum()
+    return float(10.0 * np.log10(band_power(mel, obj)[on].sum() / (total + 1e-20) + 1e-20))
+
+
+def sounding_frames(clip, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sounding, silent) frame masks of the ball with BALL_MARGIN left out around every edge."""
+    return interval_frames(clip.sounding, times, BALL_MARGIN)
+
+
 def ball_sync_db(mel: np.ndarray, clip) -> float:
     """Mean ball-band power while the ball sounds over while it does not, in dB (nan without
     either)."""
-    times = frame_times(mel.shape[1])
-    return _contrast_db(band_power(mel, "ball"), *interval_frames(clip.sounding, times, BALL_MARGIN))
+    return _contrast_db(band_power(mel, "ball"), *sounding_frames(clip, frame_times(mel.shape[1])))
 
 
 def _ratio_db(a: float, b: float) -> float:
@@ -131,10 +150,15 @@ def aa_similarity(mel_a: np.ndarray, mel_b: np.ndarray) -> float:
 
 
 def signature_report(mel: np.ndarray, clip) -> dict:
-    """Every detector on one track: shares per object, lamp/ball sync contrasts, presence flags."""
+    """Every detector on one track: shares per object, lamp/ball sync contrasts, their bands'
+    shares while they sound, presence flags."""
     out = {f"share_{o}": share_db(mel, o) for o in OBJECTS}
     out["lamp_sync"] = lamp_sync_db(mel, clip) if clip.lit else float("nan")
     out["ball_sync"] = ball_sync_db(mel, clip) if len(clip.contacts) else float("nan")
-    out["lamp_present"] = bool(out["lamp_sync"] > PRESENT_DB)
-    out["ball_present"] = bool(out["ball_sync"] > PRESENT_DB)
+    times = frame_times(mel.shape[1])
+    out["lamp_on_share"] = on_share_db(mel, "lamp", lit_frames(clip, times)[0])
+    out["ball_on_share"] = on_share_db(mel, "ball", sounding_frames(clip, times)[0])
+    for o in ("lamp", "ball"):  # nan compares False: absent without events
+        out[f"{o}_present"] = bool(out[f"{o}_sync"] > PRESENT_DB
+                                   and out[f"{o}_on_share"] > PRESENT_SHARE_DB)
     return out
