@@ -50,3 +50,26 @@ def test_quick_world_run(tmp_path):
     losses = diag["held_out_loss"]
     assert losses["base_u(V,∅)"] > 0 and losses["controlnet_u_ctrl"] > 0
     assert "u_ctrl(V,∅,x_cond = true lamp track)" in proc.stdout
+
+
+def test_a_run_continued_from_a_set_writes_a_whole_set_with_that_sets_vae(tmp_path):
+    # --init-from keeps the set's encoders and VAE (the VAE file is copied: a loaded VAE keeps no
+    # raw weights to save) and needs no ControlNet in it
+    import shutil
+
+    from nag_core.world.assets import CONTROLNET_FILE, world_models_dir
+    start = tmp_path / "start"
+    shutil.copytree(world_models_dir(), start)
+    (start / CONTROLNET_FILE).unlink()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "bench.world.evaluate", "--quick", "--out",
+                           str(out), "--init-from", str(start), "--train-only", "--jobs", "1"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    models = out / "models"
+    assert (models / "v1-16.pth").read_bytes() == (start / "v1-16.pth").read_bytes()
+    assert (models / CONTROLNET_FILE).is_file()
+    from bench.world.evaluate import load_model_set
+    model, cn = load_model_set(models)
+    assert cn is not None and model.vae is not None

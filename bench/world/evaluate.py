@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ import torch
 from nag_core.controlnet import load_controlnet, save_controlnet
 from nag_core.generation import sample_cfg, sample_nag, sample_negative_prompt, sample_text_nag
 from nag_core.guidance import negative_prompt_text
+from nag_core.weights import find_model_files
 from nag_core.world.assets import CONTROLNET_FILE
 from nag_core.world.scene import CAPTIONS, P_SILENT
 
@@ -68,9 +70,11 @@ QUICK = Settings(train_clips=6, eval_clips=4, vae_steps=20, vocoder_steps=10, ba
 
 
 # ----------------------------------------------------------------------------- model files
-def write_model_set(folder: Path, model, controlnet=None) -> None:
+def write_model_set(folder: Path, model, controlnet=None, vae_file: Path | None = None) -> None:
     """The real names and layouts (nag_core.weights / smoke.py), so find_model_files and
-    load_model_files load the world model exactly like downloaded weights."""
+    load_model_files load the world model exactly like downloaded weights. ``vae_file``: copy
+    that VAE checkpoint instead of saving ``model.vae`` (a loaded VAE keeps no raw weights, and
+    a run continued from a set keeps its VAE as it is)."""
     from nag_core.mmaudio.bigvgan import save_vocoder_checkpoint
     from nag_core.mmaudio.clip import save_clip
     from nag_core.mmaudio.network_loading import save_network_checkpoint
@@ -81,7 +85,10 @@ def write_model_set(folder: Path, model, controlnet=None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     save_network_checkpoint(model.network, folder / NETWORK_FILES["small_16k"].relpath,
                             stale_keys=False)
-    save_vae_checkpoint(model.vae, folder / VAE_FILES["16k"].relpath)
+    if vae_file is not None:
+        shutil.copyfile(vae_file, folder / VAE_FILES["16k"].relpath)
+    else:
+        save_vae_checkpoint(model.vae, folder / VAE_FILES["16k"].relpath)
     save_vocoder_checkpoint(model.vocoder, folder / VOCODER_FILES["16k"].relpath)
     save_synchformer(model.synchformer, folder / SYNCHFORMER_FILE.relpath)
     clip_path = folder / CLIP_FILE.relpath
@@ -503,7 +510,8 @@ def run(out: Path, s: Settings, threads: int = 1, trainer: str = "builtin",
     model.vocoder.load_state_dict(vocoder_job.result())
     model.vocoder.eval().requires_grad_(False)
     timings["vocoder wait"] = time.time() - t
-    write_model_set(out / "models", model)
+    write_model_set(out / "models", model,
+                    vae_file=find_model_files(Path(init_from), "small_16k").vae if start else None)
     t = time.time()
     if trainer == "cli":
         train_controlnet_cli(out, out / "models", s, threads)
