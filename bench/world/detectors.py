@@ -23,8 +23,8 @@ from nag_core.mmaudio.mel import mel_converter, mel_params
 from nag_core.world.scene import BANDS, OBJECTS, SAMPLE_RATE, interval_mask
 
 LIT_MARGIN = 0.06  # s around lamp switches left out (VAE/mel smear edges)
-# s around the ball's sound left out: about one latent frame (32 ms), so that a 0.2 s bounce
-# keeps 0.14 s of "on" frames and the gaps between bounces (>= 0.25 s) keep some "off" frames
+# s around the ball's sound left out: about one latent frame (32 ms), so that a bounce's tone
+# (scene.BALL_SECONDS) keeps most of its "on" frames and the gaps between bounces keep "off" ones
 BALL_MARGIN = 0.03
 PRESENT_DB = 6.0  # sync contrast above which a signature counts as present
 # ... and the object's band must hold at least this share of the track's energy while the object

@@ -261,7 +261,9 @@ def train_vocoder(model: MMAudioModel, data: WorldData, steps: int, batch: int =
     the VAE (posterior mean, decoded) with ``context`` frames either side, and must still give
     the true waveform. Measured on the world's evaluation videos (the true lamp track through
     VAE + vocoder): lamp contrast 18.1 dB with, 15.5 dB without; but the steady floor in the
-    ball's band rose from -24 to -18 dB of the track's energy (bench/RESULTS.md).
+    ball's band rose from -24 to -18 dB of the track's energy (bench/RESULTS.md). On the
+    current world a vocoder trained that way made the ball from the VAE's mels only, and lost it
+    there too by 1500 steps; `bench.world.evaluate` trains on the true mels (sixth pass).
 
     ``check_every`` > 0: every that many steps (and at the end) the vocoder is scored on
     ``check_clips`` (:func:`vocoder_score`) and the best-scoring state is the one returned.

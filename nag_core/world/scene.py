@@ -30,9 +30,12 @@ BACKGROUND = 0.1
 # last stage, 8 channels wide, is the only one that makes sound above 2 kHz); a 0.16 s thud of
 # the same harmonics decaying in 35 ms lived in about two mel frames and the vocoder never made
 # it (-16 dB). A tone that holds for 12 mel frames (6 latent frames) was chosen because the lamp
-# showed the tiny models can make and learn such a sound. Measured on the set trained with it
-# (bench/RESULTS.md, fifth pass): the VAE keeps it (60 dB), the vocoder still does not make it
-# (0-4 dB from the true mel), and the base does not time it from the picture.
+# showed the tiny models can make and learn such a sound. Measured (bench/RESULTS.md, sixth
+# pass): the VAE keeps it (60 dB) and a vocoder trained on the true mels makes it (13 dB), but
+# at 0.2 s the base made a ball-band sound when asked and did not time it: the Synchformer token
+# a latent frame receives shows a moment up to 0.42 s away (MMAudio's token layout), so a 0.2 s
+# sound is over before its token arrives. At 0.4 s, with bounces 0.9-1.4 s apart (the lamp's
+# kind of durations), the base times it in most videos.
 BALL_SECONDS, BALL_FADE, BALL_LEVEL = 0.4, 0.01, 0.2
 BALL_PERIOD = (0.9, 1.4)  # s between bounces: at least 0.5 s of silence between tones
 BALL_F0, BALL_HARMONICS = 62.5, (7, 8, 9, 10, 11)
