@@ -3,8 +3,9 @@
 Each clip shows 2-3 sound objects out of four, each with a visual and a sound signature no other
 object shares, and with events synchronised to the picture:
 
-* ``ball``: a white disk bouncing in the top-left quadrant, an orange splash on the floor at
-  each contact; a 0.2 s tone after each floor contact (harmonics 7-11 of 62.5 Hz, 437-688 Hz);
+* ``ball``: a white disk bouncing in the top-left quadrant every 0.9-1.4 s; after each floor
+  contact a 0.4 s tone (harmonics 7-11 of 62.5 Hz, 437-688 Hz), and while it sounds an orange
+  splash on the floor under the ball and an orange glow over the floor;
 * ``lamp``: a square in the top-right quadrant, bright yellow while lit (and lighting the room
   with a broad glow); a beep around 1 kHz (harmonics 14-19 of 62.5 Hz, 875-1187.5 Hz) while lit;
 * ``fan``: three spinning blue blades in the bottom-right quadrant; a 125 Hz (+250 Hz) hum;
