@@ -243,6 +243,8 @@ def vocoder_score(voc, mel_conv, clips) -> float:
             lamp = voc(mel_conv(torch.from_numpy(c.tracks["lamp"])[None]))[0, 0]
             scores.append(min(signature_report(log_mel(ball), c)["ball_sync"],
                               signature_report(log_mel(lamp), c)["lamp_sync"]))
+    if not np.all(np.isfinite(scores)):  # a clip without contacts or lit/dark frames
+        raise ValueError("the vocoder check clips need ball contacts and lamp switches")
     return float(np.mean(scores))
 
 
@@ -309,7 +311,8 @@ def train_vocoder(model: MMAudioModel, data: WorldData, steps: int, batch: int =
             score = vocoder_score(voc.eval(), mel_conv, check_clips)
             voc.train()
             if best is None or score > best[0]:
-                best = (score, step + 1, {k: v.detach().clone() for k, v in voc.state_dict().items()})
+                state = {k: v.detach().clone() for k, v in voc.state_dict().items()}
+                best = (score, step + 1, state)
             log(f"vocoder step {step + 1}: check {score:.1f} dB (best {best[0]:.1f} at {best[1]})")
     if best is not None:
         voc.load_state_dict(best[2])
