@@ -151,13 +151,15 @@ def aa_similarity(mel_a: np.ndarray, mel_b: np.ndarray) -> float:
 
 def signature_report(mel: np.ndarray, clip) -> dict:
     """Every detector on one track: shares per object, lamp/ball sync contrasts, their bands'
-    shares while they sound, presence flags."""
+    shares while they sound, presence flags (nan contrasts and shares without events)."""
     out = {f"share_{o}": share_db(mel, o) for o in OBJECTS}
-    out["lamp_sync"] = lamp_sync_db(mel, clip) if clip.lit else float("nan")
-    out["ball_sync"] = ball_sync_db(mel, clip) if len(clip.contacts) else float("nan")
     times = frame_times(mel.shape[1])
-    out["lamp_on_share"] = on_share_db(mel, "lamp", lit_frames(clip, times)[0])
-    out["ball_on_share"] = on_share_db(mel, "ball", sounding_frames(clip, times)[0])
+    nan = float("nan")
+    for o, has_events, frames in (("lamp", bool(clip.lit), lit_frames),
+                                  ("ball", len(clip.contacts) > 0, sounding_frames)):
+        on, off = frames(clip, times) if has_events else (None, None)
+        out[f"{o}_sync"] = _contrast_db(band_power(mel, o), on, off) if has_events else nan
+        out[f"{o}_on_share"] = on_share_db(mel, o, on) if has_events else nan
     for o in ("lamp", "ball"):  # nan compares False: absent without events
         out[f"{o}_present"] = bool(out[f"{o}_sync"] > PRESENT_DB
                                    and out[f"{o}_on_share"] > PRESENT_SHARE_DB)

@@ -150,7 +150,7 @@ def _halve_file(path: Path) -> None:
 
 def load_models(folder: Path):
     """The MMAudioModel of a world model set (its ControlNet, if any, left out)."""
-    from nag_core.weights import find_model_files, load_model_files
+    from nag_core.weights import load_model_files
     model = load_model_files(find_model_files(folder, "small_16k"))
     model.network.set_duration(M.DURATION)
     return model

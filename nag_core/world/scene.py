@@ -29,8 +29,8 @@ BACKGROUND = 0.1
 # tiny VAE + vocoder: a 40 ms burst of 2.5-4 kHz noise kept 2 dB of event contrast (the vocoder's
 # last stage, 8 channels wide, is the only one that makes sound above 2 kHz); a 0.16 s thud of
 # the same harmonics decaying in 35 ms lived in about two mel frames and the vocoder never made
-# it (-16 dB). A tone that holds for 12 mel frames (6 latent frames) was chosen because the lamp
-# showed the tiny models can make and learn such a sound. Measured (bench/RESULTS.md, sixth
+# it (-16 dB). A tone held over many mel frames was chosen because the lamp showed the tiny
+# models can make and learn such a sound. Measured (bench/RESULTS.md, sixth
 # pass): the VAE keeps it (60 dB) and a vocoder trained on the true mels makes it (13 dB), but
 # at 0.2 s the base made a ball-band sound when asked and did not time it: the Synchformer token
 # a latent frame receives shows a moment up to 0.42 s away (MMAudio's token layout), so a 0.2 s
@@ -197,11 +197,8 @@ def _lamp(rng, t_frames, t_audio, duration):
         t, on = t + d, not on
     y, x = _grid()
     square = (y >= 8) & (y < 24) & (x >= 40) & (x < 56)
-    lit_f = np.zeros(len(t_frames), dtype=bool)
-    lit_a = np.zeros(len(t_audio))
-    for a, b in lit:
-        lit_f |= (t_frames >= a) & (t_frames < b)
-        lit_a[(t_audio >= a) & (t_audio < b)] = 1.0
+    lit_f = interval_mask(lit, t_frames)
+    lit_a = interval_mask(lit, t_audio).astype(np.float64)
     on_rgb = np.array([1.0, 0.9, 0.2], np.float32)
     off_rgb = np.array([0.3, 0.3, 0.25], np.float32)
     colour = np.where(lit_f[:, None], on_rgb, off_rgb)  # (T, 3)
