@@ -48,7 +48,7 @@ def _estimates(model, cn, data, order: str, t: float, gen: torch.Generator) -> d
     net = model.network
     b = len(data)
     leak, ask = ORDERS[order]
-    lat = T.latents_of(model.vae, data.mel)
+    lat = T.window_posteriors(model, data)[0][:, 0]  # 4 s clips: one window each
     x1 = net.normalize(lat)
     x0 = torch.randn(x1.shape, generator=gen)
     xt = (1 - t) * x0 + t * x1
@@ -112,8 +112,7 @@ def held_out_losses(model, cn, clips: int = 8, draws: int = 4, seed: int = 0) ->
     x_cond = the other window at −20 LUFS, as in training) on unseen 8 s clips."""
     net = model.network
     data = T.build_data(model, range(HELD_OUT_SEED, HELD_OUT_SEED + clips), 8.0, p_silent=P_SILENT)
-    latents = T.latents_of(model.vae, data.mel)
-    x1_all = net.normalize(latents)
+    x1_all = net.normalize(T.window_posteriors(model, data)[0])
     last = data.shifts - 1
     idx = torch.arange(len(data))
     x_cond = {j: T.mix_conditions(model, data.wave_windows(idx, torch.full_like(idx, j)))

@@ -505,7 +505,7 @@ def run(out: Path, s: Settings, threads: int = 1, trainer: str = "builtin",
     model = T.features_model(clip=fm.clip, sync=fm.synchformer, tokenizer=tok, vae=vae,
                              network=start.network if start else None)
     t = time.time()
-    latents, stds = T.posterior_of(vae, train.mel)
+    latents, stds = T.window_posteriors(model, train)
     T.train_base(model, train, latents, s.base_steps, warm_start=start is not None, stds=stds)
     timings["base"] = time.time() - t
     t = time.time()

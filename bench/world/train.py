@@ -3,8 +3,9 @@ recipe) and the NAG ControlNet.
 
 Every stage works on a :class:`WorldData` built once: per clip the CLIP/Synchformer features
 (through the product path: frames_from_images -> MMAudioModel.encode_video), the 16 kHz log-mel
-and the waveform, from which the 4 s training windows are cropped. Training clips are 8 s: the
-ControlNet's (target, condition) pairs are their first and last windows.
+and the waveform, from which the 4 s training windows are cropped (their latents are encoded
+window by window: :func:`window_posteriors`). Training clips are 8 s: the ControlNet's (target,
+condition) pairs are their first and last windows.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from torch.func import functional_call
 
 from nag_core.controlnet import ControlNetConfig, NAGControlNet, controlnet_flow
 from nag_core.media import frames_from_images
+from nag_core.media.audio import pcm16_round_trip
 from nag_core.mix import TARGET_LUFS, Track, composite
+from nag_core.mmaudio.decode import encode_audio
 from nag_core.mmaudio.network import MMAudioNetwork
 from nag_core.mmaudio.vae import VAE, normalized_mp_weight
 from nag_core.model import MMAudioModel
@@ -125,7 +128,13 @@ def build_data(model: MMAudioModel, seeds, duration: float, objects=None, p_sile
         c = render_clip(int(seed), objects, duration, audible=audible, p_silent=p_silent)
         f = model.encode_video(frames_from_images(torch.from_numpy(c.frames), 25, start=0.0,
                                                   duration=duration))
-        w = torch.from_numpy(c.audio)
+        # The audio as a 16-bit file gives it back, like the exported videos the ControlNet CLI
+        # reads and every file a user has: the world renders exact digital silence, whose log-mel
+        # sits on the floor where a file's quantisation noise does not. Trained on float audio,
+        # the base's latents were 0.15 RMS from those of the same audio read from its .mkv, and
+        # the ControlNet spent itself learning that shift (base loss 0.31 on the CLI's cache,
+        # 0.19 on float audio).
+        w = pcm16_round_trip(torch.from_numpy(c.audio))
         c.frames = None
         clips.append(c)
         cf.append(f.clip_f[0])
@@ -320,22 +329,28 @@ def train_vocoder(model: MMAudioModel, data: WorldData, steps: int, batch: int =
 
 
 # ----------------------------------------------------------------------------- base network
-def latents_of(vae: VAE, mels: torch.Tensor) -> torch.Tensor:
-    """(C, 80, T) mel -> (C, T/2, 20) posterior means (whole clips: windows are cropped from
-    them, see latent_windows)."""
-    return posterior_of(vae, mels)[0]
-
-
-def posterior_of(vae: VAE, mels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(C, 80, T) mel -> the VAE posterior's (mean, std), each (C, T/2, 20)."""
+def window_posteriors(model: MMAudioModel, data: WorldData,
+                      batch: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """The VAE posterior (mean, std), each (C, shifts, 125, 20), of every 4 s window encoded
+    alone from its audio (nag_core.mmaudio.decode.encode_audio), as the product encodes a
+    conditioning mix and ``python -m nag_core.train extract`` a segment. Not crops of a whole
+    clip's latents: the VAE's self-attention makes a latent depend on the audio around it (a
+    crop of an 8 s clip's latents was 0.09 RMS from the window encoded alone, latent std 0.94),
+    and a base trained on crops is off the latents its ControlNet is trained on."""
+    windows = data.windows()
+    means, stds = [], []
     with torch.no_grad():
-        post = vae.encode(mels)
-        return post.mean.transpose(1, 2).contiguous(), post.std.transpose(1, 2).contiguous()
+        for rows in windows.split(batch):
+            post = encode_audio(model.mel, model.vae, data.wave_windows(rows[:, 0], rows[:, 1]))
+            means.append(post.mean.transpose(1, 2))
+            stds.append(post.std.transpose(1, 2))
+    shape = (len(data), data.shifts, SEG_LEN["latent"], -1)
+    return torch.cat(means).reshape(shape), torch.cat(stds).reshape(shape)
 
 
 def latent_windows(latents: torch.Tensor, clip: torch.Tensor, shift: torch.Tensor):
-    """(B, 125, 20) 4 s windows of whole-clip latents (C, T, 20)."""
-    return WorldData._crop(latents, clip, shift * UNITS["latent"], SEG_LEN["latent"], 1)
+    """(B, 125, 20) the windows (clip, shift) of per-window latents (C, shifts, 125, 20)."""
+    return latents[clip, shift]
 
 
 def caption_table(model: MMAudioModel, captions) -> dict:
@@ -392,8 +407,9 @@ def train_base(model: MMAudioModel, data: WorldData, latents: torch.Tensor, step
     net.train().requires_grad_(True)
     with torch.no_grad():
         if not warm_start:
-            net.latent_mean.copy_(latents.mean(dim=(0, 1), keepdim=True))
-            net.latent_std.copy_(latents.std(dim=(0, 1), keepdim=True).clamp(min=1e-3))
+            flat = latents.reshape(-1, latents.shape[-1])
+            net.latent_mean.copy_(flat.mean(dim=0).view_as(net.latent_mean))
+            net.latent_std.copy_(flat.std(dim=0).clamp(min=1e-3).view_as(net.latent_std))
         net.empty_string_feat.copy_(model.encode_text([""])[0])
     net.latent_mean.requires_grad_(False)
     net.latent_std.requires_grad_(False)

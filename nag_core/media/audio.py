@@ -145,13 +145,23 @@ def _layout(channels: int) -> str:
     return {1: "mono", 2: "stereo"}.get(channels, f"{channels}c")
 
 
+def _to_pcm16(wave: Tensor) -> np.ndarray:
+    return np.round(wave.clamp(-1.0, 1.0).numpy() * 32767.0).astype(np.int16)
+
+
+def pcm16_round_trip(wave: Tensor) -> Tensor:
+    """Float audio as a 16-bit PCM file written by this module gives it back when read: clipped,
+    rounded to 1/32767 steps on writing, divided by 32768 on reading."""
+    return torch.from_numpy(_to_pcm16(wave.float()).astype(np.float32) / _INT_SCALE["s16"])
+
+
 def encode_frames(wave: Tensor, sr: int, fmt: str, chunk: int = 4096, pts0: int = 0):
     """AudioFrames in the packed/planar sample format ``fmt`` from (C, T) float audio: clipped
     to [-1, 1] for 16-bit PCM only; float formats keep every value (peaks above full scale
     included)."""
     c = wave.shape[0]
     if fmt.startswith("s16"):  # integers end at full scale; float keeps what is beyond it
-        x = np.round(wave.clamp(-1.0, 1.0).numpy() * 32767.0).astype(np.int16)
+        x = _to_pcm16(wave)
     else:
         x = wave.numpy().astype(np.float32)
     planar = fmt.endswith("p")
