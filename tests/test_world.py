@@ -173,6 +173,32 @@ def test_training_windows_are_exact_crops_of_the_whole_clip():
         assert torch.allclose(mel[..., 4:-4], fm.mel(wave)[..., 4:-4], atol=1e-4)
 
 
+def test_training_audio_and_latents_are_what_the_product_encodes():
+    """The training audio is the clip's audio as a 16-bit file returns it, and each window's
+    latents are that window encoded alone (the VAE's attention makes crops of a whole clip's
+    latents differ), as the chain's conditioning mix and the ControlNet CLI's extraction."""
+    import torch
+
+    from bench.world import train as T
+    from nag_core.media.audio import pcm16_round_trip
+
+    torch.set_num_threads(1)
+    fm = T.features_model()
+    data = T.build_data(fm, [4, 5], 8.0, p_silent=0.2)
+    clip = render_clip(5, None, 8.0, p_silent=0.2)
+    assert torch.equal(data.wave[1], pcm16_round_trip(torch.from_numpy(clip.audio)))
+    mean, std = T.window_posteriors(fm, data, batch=5)  # batches that split a clip's windows
+    n = fm.network.latent_seq_len
+    assert mean.shape == std.shape == (len(data), data.shifts, n, mean.shape[-1])
+    for c, j in ((0, 0), (1, 7), (1, data.shifts - 1)):
+        wave = data.wave_windows(torch.tensor([c]), torch.tensor([j]))[0]
+        alone = fm.encode_posterior(wave, T.SR, n)
+        assert torch.allclose(mean[c, j], alone.mean[0].T, atol=1e-5)
+        assert torch.allclose(std[c, j], alone.std[0].T, atol=1e-5)
+        assert torch.equal(T.latent_windows(mean, torch.tensor([c]), torch.tensor([j]))[0],
+                           mean[c, j])
+
+
 def test_the_picture_shows_the_ball_sounding_in_every_frame_it_lasts():
     c = render_clip(5, ("ball",), 4.0)
     t = np.arange(len(c.frames)) / c.fps
