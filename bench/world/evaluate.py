@@ -27,7 +27,7 @@ from nag_core.generation import sample_cfg, sample_nag, sample_negative_prompt, 
 from nag_core.guidance import negative_prompt_text
 from nag_core.weights import find_model_files
 from nag_core.world.assets import CONTROLNET_FILE
-from nag_core.world.scene import CAPTIONS, P_SILENT
+from nag_core.world.scene import BALL_SECONDS, CAPTIONS, P_SILENT
 
 from .detectors import aa_similarity, log_mel, signature_report
 
@@ -107,7 +107,8 @@ def write_model_set(folder: Path, model, controlnet=None, vae_file: Path | None 
     (folder / "WORLD_MODELS.txt").write_text(
         "Tiny MMAudio-layout models trained from scratch on the synthetic Foley world\n"
         "(nag_core.world) by `python -m bench.world.evaluate`. They only know the world's four\n"
-        "sounds (a 0.2 s tone at each ball bounce, lamp beep around 1 kHz, fan hum, rain noise).\n"
+        f"sounds (a {BALL_SECONDS:g} s tone at each ball bounce, lamp beep around 1 kHz, fan hum, "
+        "rain noise).\n"
         "Not real weights.\n")
 
 
