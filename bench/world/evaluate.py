@@ -45,11 +45,9 @@ EVAL_SEED = 10_000  # evaluation videos: seeds never used for training (those ar
 @dataclass
 class Settings:
     # Sized for about 30 min on 2 idle cores with --jobs 2 (the vocoder and half the world in
-    # the second process; 34 min measured for the third world). The shipped set took two runs
-    # (bench/RESULTS.md, sixth pass): --vae-steps 2000 --vocoder-steps 1500 --base-steps 4000
-    # --controlnet-trainer cli on the 0.2 s ball (its vocoder then replaced by a 600-step one
-    # with the held-out checks), continued with --init-from on the 0.4 s ball: --base-steps 2000
-    # and a new CLI ControlNet (about 2.5 hours on 2 shared cores in all).
+    # the second process; 34 min measured for the third world). The shipped set took one run
+    # from scratch (bench/RESULTS.md, seventh pass; 90 min on 2 cores): --controlnet-trainer cli
+    # --vae-steps 2000 --vocoder-steps 1000 --base-steps 4500 --controlnet-steps 1600.
     train_clips: int = 240
     eval_clips: int = 50
     vae_steps: int = 1200
