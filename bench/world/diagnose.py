@@ -43,13 +43,23 @@ TIMES = (0.1, 0.3, 0.6)  # early times decide which sounds a sample gets
 HELD_OUT_SEED = 30_000  # 8 s clips used neither for training (< 10000) nor for evaluation
 
 
-def _estimates(model, cn, data, order: str, t: float, gen: torch.Generator) -> dict:
-    """{branch: (x̂1 normalized latents, u)} at flow time t for one order."""
+def _fixed_inputs(model, data, order: str) -> dict:
+    """What every flow time of one order shares: the clean latents x1, the step-1 object's
+    videos alone (re-rendered and encoded) and its true track as x_cond."""
+    leak = ORDERS[order][0]
+    lat = T.window_posteriors(model, data)[0][:, 0]  # 4 s clips: one window each
+    return {"x1": model.network.normalize(lat), "alone": alone_data(model, data, leak),
+            "x_cond": T.mix_conditions(model, [c.tracks[leak] for c in data.clips])}
+
+
+def _estimates(model, cn, data, order: str, t: float, gen: torch.Generator,
+               fixed: dict) -> dict:
+    """{branch: (x̂1 normalized latents, u)} at flow time t for one order (``fixed``:
+    :func:`_fixed_inputs`)."""
     net = model.network
     b = len(data)
     leak, ask = ORDERS[order]
-    lat = T.window_posteriors(model, data)[0][:, 0]  # 4 s clips: one window each
-    x1 = net.normalize(lat)
+    x1 = fixed["x1"]
     x0 = torch.randn(x1.shape, generator=gen)
     xt = (1 - t) * x0 + t * x1
     tt = torch.full((b,), t)
@@ -63,7 +73,7 @@ def _estimates(model, cn, data, order: str, t: float, gen: torch.Generator) -> d
              f"u(V,C_2 = {ask})": net.preprocess_conditions(data.clip_f, data.sync_f, text(ask)),
              f"u(V,C_1 = {leak})": net.preprocess_conditions(data.clip_f, data.sync_f,
                                                              text(leak))}
-    alone = alone_data(model, data, leak)
+    alone = fixed["alone"]
     conds[f"u(V_{leak} alone,C_1)"] = net.preprocess_conditions(alone.clip_f, alone.sync_f,
                                                                  text(leak))
     out = {}
@@ -71,8 +81,7 @@ def _estimates(model, cn, data, order: str, t: float, gen: torch.Generator) -> d
         for name, c in conds.items():
             u = net.predict_flow(xt, tt, c)
             out[name] = (xt + (1 - t) * u, u)
-        x_cond = T.mix_conditions(model, [c.tracks[leak] for c in data.clips])
-        u = controlnet_flow(net, cn, xt, tt, conds["u(V,∅)"], x_cond)
+        u = controlnet_flow(net, cn, xt, tt, conds["u(V,∅)"], fixed["x_cond"])
         out[f"u_ctrl(V,∅,x_cond = true {leak} track)"] = (xt + (1 - t) * u, u)
     return out
 
@@ -83,8 +92,9 @@ def branch_contents(model, cn, data, order: str, seed: int = 0) -> dict:
     leak, ask = ORDERS[order]
     gen = torch.Generator().manual_seed(seed)
     result = {}
+    fixed = _fixed_inputs(model, data, order)
     for t in TIMES:
-        est = _estimates(model, cn, data, order, t, gen)
+        est = _estimates(model, cn, data, order, t, gen, fixed)
         mels = {}
         with torch.no_grad():
             for name, (x1_hat, _) in est.items():

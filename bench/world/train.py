@@ -51,7 +51,7 @@ def log(msg: str) -> None:
 # CLIP fingerprint and ignored the Synchformer tokens (held-out flow loss 2.5x the training
 # loss, unchanged when the sync tokens were swapped between clips).
 SHIFT = 0.32
-UNITS = {"sync": 8, "mel": 20, "latent": 10, "samples": 5120}
+UNITS = {"sync": 8, "mel": 20, "samples": 5120}
 SEG_LEN = {"clip": 32, "sync": 88, "mel": 250, "latent": 125, "samples": 64000}
 
 
