@@ -47,7 +47,9 @@ class Settings:
     # Sized for about 30 min on 2 idle cores with --jobs 2 (the vocoder and half the world in
     # the second process; 34 min measured for the third world). The shipped set took one run
     # from scratch (bench/RESULTS.md, seventh pass; 90 min on 2 cores): --controlnet-trainer cli
-    # --vae-steps 2000 --vocoder-steps 1000 --base-steps 4500 --controlnet-steps 1600.
+    # --vae-steps 2000 --vocoder-steps 1000 --base-steps 4500 --controlnet-steps 1600, then one
+    # continuing it at P_SILENT 0.3 (ninth pass; 47 min): --init-from <that set>
+    # --vocoder-steps 50 --base-steps 3000 --controlnet-steps 2000.
     train_clips: int = 240
     eval_clips: int = 50
     vae_steps: int = 1200
