@@ -77,10 +77,17 @@ def _copy(env, tmp_path, name="o") -> Path:
     return dst
 
 
+def _interruptible():
+    """Run in the child before exec: Ctrl-C acts as in a terminal. A test run started in the
+    background by a shell (`pytest &`, nohup, some CI runners) inherits SIGINT ignored, Python
+    then keeps it ignored, and the SIGINT test saw the run finish with return code 0."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _subprocess(env, argv):
     e = dict(os.environ, PYTHONPATH=str(ROOT), XDG_CACHE_HOME=str(env["root"] / "cache"))
     return subprocess.Popen([sys.executable, "-m", "nag_core", *argv], cwd=env["root"], env=e,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_interruptible)
 
 
 def _signal_after(proc, line_start: str, sig) -> str:
