@@ -272,3 +272,25 @@ def test_a_band_that_follows_the_events_at_a_whisper_is_not_the_object():
     assert not faint["lamp_present"] and faint["ball_present"]
     clear = signature_report(log_mel(c.tracks["ball"] + 0.5 * c.tracks["lamp"]), c)
     assert clear["lamp_present"] and clear["ball_present"]
+
+
+def test_shipping_halves_float32_files_and_leaves_float16_ones_untouched(tmp_path):
+    """ship_model_set stores float32 tensors as float16; a file already in float16 (kept from an
+    earlier shipped set) keeps its bytes, so a new ship does not add it to the history again."""
+    import torch
+
+    from bench.world.evaluate import ship_model_set
+    from nag_core.checkpoint import read_checkpoint, write_torch
+
+    src = tmp_path / "src"
+    src.mkdir()
+    g = torch.Generator().manual_seed(0)
+    write_torch({"w": torch.randn(4, 3, generator=g)}, src / "full.pth")
+    write_torch({"w": torch.randn(4, 3, generator=g).half()}, src / "half.pth")
+    kept = (src / "half.pth").read_bytes()
+    dst = ship_model_set(src, tmp_path / "dst")
+    assert (dst / "half.pth").read_bytes() == kept
+    full, _ = read_checkpoint(dst / "full.pth")
+    original, _ = read_checkpoint(src / "full.pth")
+    assert full["w"].dtype == torch.float16
+    assert torch.equal(full["w"], original["w"].half())

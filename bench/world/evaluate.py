@@ -136,7 +136,15 @@ def ship_model_set(src: Path, dst: Path | None = None) -> Path:
 
 
 def _halve_file(path: Path) -> None:
+    """Store ``path``'s float32 tensors as float16. A file with none (one kept from an earlier
+    shipped set) is left as it is: rewriting it changes its bytes, not its values, and every
+    ship would add it to the repository's history again."""
     from nag_core.checkpoint import read_checkpoint, write_safetensors, write_torch
+
+    def has_float32(x) -> bool:
+        if isinstance(x, torch.Tensor):
+            return x.dtype == torch.float32
+        return isinstance(x, dict) and any(has_float32(v) for v in x.values())
 
     def half(x):
         if isinstance(x, torch.Tensor):
@@ -146,6 +154,8 @@ def _halve_file(path: Path) -> None:
         return x
 
     obj, meta = read_checkpoint(path)
+    if not has_float32(obj):
+        return
     if path.suffix == ".safetensors":
         write_safetensors(half(obj), path, metadata=meta)
     else:
